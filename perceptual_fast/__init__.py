@@ -1,0 +1,28 @@
+"""perceptual_fast: fast deep-feature image distances (LPIPS and the functions of Kumar et al. 2022).
+
+    import perceptual_fast as pf
+    scorer = pf.Scorer("alexnet", weights="torchvision", lin="lpips", distances=("lpips", "spatial"))
+    scorer.distance(x0, x1)            # {name: Tensor[N]}; images [N, 3, H, W] in [-1, 1] or uint8
+    scorer.score({"ref": r, "p0": a, "p1": b, "judge": h})   # d0, d1, 2AFC per triplet and mean
+
+No device is touched and nothing is downloaded at import time.
+"""
+
+from .backends import BackendUnavailable
+from .distances import DISTANCES
+from .ops import fused_distance
+from .scorer import Scorer, score
+from .trunks import CheckpointError, list_trunks, load_trunk
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "DISTANCES",
+    "BackendUnavailable",
+    "CheckpointError",
+    "Scorer",
+    "fused_distance",
+    "list_trunks",
+    "load_trunk",
+    "score",
+]

@@ -1,0 +1,153 @@
+"""The reference: the distances of DESIGN.md section 3 in plain PyTorch.
+
+Every fast path is tested against these functions. They run on any device, in float32 or
+float64, and are differentiable with finite gradients everywhere (including feature vectors that
+are all zero and x0 == x1).
+
+Shapes: a *feature map* ``y`` is ``[N, C, H, W]``; a *layer term* is ``[N]``; a list of L
+feature maps gives per-layer terms ``[N, L]`` whose row sum is the distance ``[N]``.
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+DISTANCES = ("lpips", "spatial", "meanpool", "style")
+"""Every distance name the engine computes, in a fixed order."""
+
+NORM_EPS = 1e-10
+"""LPIPS's epsilon, added outside the square root of the channel norm."""
+
+
+def _safe_norm(y: Tensor, dim: int) -> Tensor:
+    """sqrt(sum y^2) along ``dim`` (kept), with a gradient of 0 instead of NaN where y is all zero.
+
+    ``torch.sqrt`` has an infinite derivative at 0, which turns into NaN (0 * inf) for an
+    all-zero vector. The forward value is unchanged: where the sum is 0 the norm is 0.
+    """
+    sq = (y * y).sum(dim=dim, keepdim=True)
+    zero = sq == 0
+    return torch.where(zero, torch.zeros_like(sq), torch.sqrt(torch.where(zero, torch.ones_like(sq), sq)))
+
+
+def normalize_channels(y: Tensor) -> Tensor:
+    """``y / (sqrt(sum_c y^2) + 1e-10)``: unit channel vectors at every position.
+
+    y: ``[N, C, H, W]`` float -> same shape and dtype. Exactly LPIPS's ``normalize_tensor``.
+    """
+    return y / (_safe_norm(y, dim=1) + NORM_EPS)
+
+
+def _check_pair(y0: Tensor, y1: Tensor) -> None:
+    if y0.dim() != 4 or y0.shape != y1.shape:
+        raise ValueError(
+            f"feature maps must be two [N, C, H, W] tensors of the same shape; got {tuple(y0.shape)} and {tuple(y1.shape)}"
+        )
+
+
+def spatial_term(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """``mean_hw sum_c w_c (ŷ0 - ŷ1)^2`` (the paper's Eq. 1; LPIPS with ``weight``).
+
+    y0, y1: ``[N, C, H, W]`` float. weight: ``[C]`` non-negative, or None for w_c = 1.
+    Returns ``[N]`` in the input dtype.
+    """
+    _check_pair(y0, y1)
+    diff = (normalize_channels(y0) - normalize_channels(y1)) ** 2
+    if weight is not None:
+        if weight.shape != (y0.shape[1],):
+            raise ValueError(f"channel weights must have shape [{y0.shape[1]}], got {tuple(weight.shape)}")
+        diff = diff * weight.to(diff.dtype).view(1, -1, 1, 1)
+    return diff.sum(dim=1).mean(dim=(1, 2))
+
+
+def meanpool_term(y0: Tensor, y1: Tensor) -> Tensor:
+    """``(1/C) ||n(m0) - n(m1)||^2`` with ``m = mean_hw y`` (raw features), ``n(v) = v / (||v|| + 1e-10)``.
+
+    y0, y1: ``[N, C, H, W]`` float -> ``[N]``.
+    """
+    _check_pair(y0, y1)
+    m0 = y0.mean(dim=(2, 3))
+    m1 = y1.mean(dim=(2, 3))
+    n0 = m0 / (_safe_norm(m0, dim=1) + NORM_EPS)
+    n1 = m1 / (_safe_norm(m1, dim=1) + NORM_EPS)
+    return ((n0 - n1) ** 2).sum(dim=1) / y0.shape[1]
+
+
+def gram(y: Tensor) -> Tensor:
+    """``G = Ŷ Ŷᵀ / (H·W)`` of the channel-normalised features, Ŷ being ``[C, HW]``.
+
+    y: ``[N, C, H, W]`` float -> ``[N, C, C]``. (The fused kernels never materialise this.)
+    """
+    n, c, h, w = y.shape
+    flat = normalize_channels(y).reshape(n, c, h * w)
+    return torch.bmm(flat, flat.transpose(1, 2)) / (h * w)
+
+
+def style_term(y0: Tensor, y1: Tensor) -> Tensor:
+    """``(1/C^2) ||G0 - G1||_F^2`` of the Gram matrices of normalised features.
+
+    y0, y1: ``[N, C, H, W]`` float -> ``[N]``.
+    """
+    _check_pair(y0, y1)
+    c = y0.shape[1]
+    return ((gram(y0) - gram(y1)) ** 2).sum(dim=(1, 2)) / (c * c)
+
+
+def check_distance_names(names: Sequence[str]) -> tuple:
+    """Validates and de-duplicates distance names, keeping their order."""
+    if isinstance(names, str):
+        names = [n for n in names.split(",") if n]
+    unknown = [n for n in names if n not in DISTANCES]
+    if unknown or not names:
+        raise ValueError(f"unknown distance(s) {unknown or '(none given)'}; choose from {', '.join(DISTANCES)}")
+    return tuple(dict.fromkeys(names))
+
+
+def check_lin(distances: Sequence[str], lin: Optional[Sequence[Tensor]], layers: int) -> None:
+    """``lpips`` needs one channel-weight vector per layer."""
+    if "lpips" in distances and (lin is None or len(lin) != layers):
+        got = "none (pass lin=...)" if lin is None else f"{len(lin)} vectors"
+        raise ValueError(f"'lpips' needs one channel-weight vector per layer ({layers}); got {got}")
+
+
+def layer_term(name: str, y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """One distance's term for one layer: ``[N, C, H, W]`` x 2 -> ``[N]``. ``weight`` only for ``lpips``."""
+    if name == "lpips":
+        if weight is None:
+            raise ValueError("the 'lpips' distance needs channel weights (lin); 'spatial' is the unweighted term")
+        return spatial_term(y0, y1, weight)
+    if name == "spatial":
+        return spatial_term(y0, y1)
+    if name == "meanpool":
+        return meanpool_term(y0, y1)
+    if name == "style":
+        return style_term(y0, y1)
+    raise ValueError(f"unknown distance {name!r}; choose from {', '.join(DISTANCES)}")
+
+
+def layer_terms(
+    feats0: Sequence[Tensor],
+    feats1: Sequence[Tensor],
+    distances: Sequence[str] = ("spatial",),
+    lin: Optional[Sequence[Tensor]] = None,
+) -> Dict[str, Tensor]:
+    """Per-layer terms of every requested distance.
+
+    feats0, feats1: L feature maps ``[N, C_l, H_l, W_l]`` each (shapes may differ across layers).
+    lin: L channel-weight vectors ``[C_l]`` (needed by ``lpips`` only).
+    Returns ``{name: [N, L]}`` in the features' dtype; ``.sum(1)`` gives the distance ``[N]``.
+    """
+    distances = check_distance_names(distances)
+    if len(feats0) != len(feats1) or not feats0:
+        raise ValueError(f"need the same non-zero number of layers on both sides; got {len(feats0)} and {len(feats1)}")
+    check_lin(distances, lin, len(feats0))
+    out = {}
+    for name in distances:
+        cols = [
+            layer_term(name, a, b, lin[i] if name == "lpips" else None) for i, (a, b) in enumerate(zip(feats0, feats1))
+        ]
+        out[name] = torch.stack(cols, dim=1)
+    return out

@@ -1,0 +1,49 @@
+"""``fused_distance``: every requested distance for every layer of a pair or a triplet.
+
+The one op the Scorer calls; backends implement it (see perceptual_fast.backends).
+"""
+
+from __future__ import annotations
+
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+from torch import Tensor
+
+from .backends import DistanceRequest, run_request
+from .distances import check_distance_names, check_lin
+
+Terms = Dict[str, Tensor]
+
+
+def _check_layers(feats_a: Sequence[Tensor], other: Sequence[Tensor], label: str) -> None:
+    if len(feats_a) != len(other) or not feats_a:
+        raise ValueError(f"feats_a and {label} need the same non-zero number of layers; got {len(feats_a)} and {len(other)}")
+    for i, (a, b) in enumerate(zip(feats_a, other)):
+        if a.dim() != 4 or a.shape != b.shape:
+            raise ValueError(f"layer {i}: feats_a {tuple(a.shape)} and {label} {tuple(b.shape)} must be equal [N, C, H, W]")
+
+
+def fused_distance(
+    feats_a: Sequence[Tensor],
+    feats_b: Sequence[Tensor],
+    feats_c: Optional[Sequence[Tensor]] = None,
+    distances: Union[str, Sequence[str]] = ("spatial",),
+    lin: Optional[Sequence[Tensor]] = None,
+    backend: str = "auto",
+) -> Union[Terms, Tuple[Terms, Terms]]:
+    """Per-layer distance terms of a pair (a, b), or of a triplet (a vs b and a vs c).
+
+    feats_*: L tensors ``[N, C_l, H_l, W_l]`` each (shapes may differ across layers, not across
+    a/b/c). distances: names among lpips, spatial, meanpool, style. lin: L vectors ``[C_l]``
+    (lpips only). backend: ``auto``, ``cpp`` or ``torch`` (``PERCEPTUAL_FAST_BACKEND`` overrides).
+    Returns ``{name: [N, L]}`` for a pair; ``(terms_ab, terms_ac)`` for a triplet.
+    Differentiable: when gradients are needed, ``auto`` uses a backend with a backward.
+    """
+    names = check_distance_names(distances)
+    _check_layers(feats_a, feats_b, "feats_b")
+    check_lin(names, lin, len(feats_a))
+    ab = run_request(DistanceRequest(tuple(feats_a), tuple(feats_b), names, lin), backend)
+    if feats_c is None:
+        return ab
+    _check_layers(feats_a, feats_c, "feats_c")
+    return ab, run_request(DistanceRequest(tuple(feats_a), tuple(feats_c), names, lin), backend)

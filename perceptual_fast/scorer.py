@@ -1,0 +1,147 @@
+"""``Scorer`` and ``score``: images -> trunk taps -> one distance op -> distances and 2AFC."""
+
+from __future__ import annotations
+
+import os
+from typing import Dict, List, Mapping, Optional, Sequence, Union
+
+import torch
+from torch import Tensor, nn
+
+from .backends import requested_backend
+from .distances import check_distance_names
+from .eval import two_afc
+from .inputs import RangeSpec, check_same_shape, lpips_scaling, optional_judge, parse_range, to_unit_range
+from .lin import load_lin
+from .ops import fused_distance
+from .trunks import load_trunk, trunk_spec
+
+_PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
+
+LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
+
+
+class Scorer:
+    """Deep-feature distances between images, for one trunk.
+
+    trunk: a registry name (``alexnet``, ``vgg16``, ``squeezenet1_1``) or a module with
+        ``forward_taps(x) -> List[Tensor]`` (and optionally ``min_input_size()``).
+    weights: for a name: a local file, ``"torchvision"`` (torch hub cache) or ``"random"``
+        (seeded by ``seed``). Required: nothing is downloaded.
+    lin: LPIPS channel weights for the ``lpips`` distance: a file in the ``lpips`` package's
+        format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
+    distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
+    device: where the trunk runs (default CPU). backend: ``auto``, ``cpp`` or ``torch``.
+    precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype).
+    input_range: float image convention, ``"-1,1"`` (default), ``"0,1"`` or ``"0,255"``.
+    """
+
+    def __init__(
+        self,
+        trunk: Union[str, nn.Module] = "alexnet",
+        weights: Union[None, str, os.PathLike] = None,
+        lin: LinSpec = None,
+        distances: Union[str, Sequence[str]] = ("spatial",),
+        device: Union[None, str, torch.device] = None,
+        backend: str = "auto",
+        precision: str = "fp32",
+        input_range: RangeSpec = None,
+        seed: int = 0,
+    ):
+        if precision not in _PRECISIONS:
+            raise ValueError(f"precision {precision!r} is not supported; choose one of {', '.join(_PRECISIONS)}")
+        self.dtype = _PRECISIONS[precision]
+        self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.distances = check_distance_names(distances)
+        requested_backend(backend)  # fail early on a misspelt name
+        self.backend = backend
+        parse_range(input_range)
+        self.input_range = input_range
+        if isinstance(trunk, str):
+            spec = trunk_spec(trunk)
+            self.trunk_name = spec.name
+            module = load_trunk(spec.name, weights, seed=seed, head=False)
+        else:
+            spec = None
+            self.trunk_name = type(trunk).__name__
+            module = trunk
+        self.trunk = module.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        self.min_size = int(module.min_input_size()) if hasattr(module, "min_input_size") else 1
+        self.lin = self._load_lin(lin, spec)
+
+    def _load_lin(self, lin: LinSpec, spec) -> Optional[List[Tensor]]:
+        if lin is None:
+            if "lpips" in self.distances:
+                raise ValueError(
+                    "the 'lpips' distance needs channel weights: pass lin='lpips' (the v0.1 weights inside the "
+                    "installed lpips package) or lin='path/to/alex.pth'; 'spatial' is the unweighted distance"
+                )
+            return None
+        if isinstance(lin, (str, os.PathLike)):
+            channels = getattr(self.trunk, "tap_channels", None)
+            if channels is None:
+                raise ValueError("lin from a file needs a trunk that declares its tap_channels")
+            vectors = load_lin(lin, channels, spec.lpips_net if spec is not None else None)
+        else:
+            vectors = [torch.as_tensor(v).reshape(-1) for v in lin]
+        return [v.to(device=self.device, dtype=self.dtype) for v in vectors]
+
+    def _images(self, x: Tensor, name: str) -> Tensor:
+        return to_unit_range(x, name, self.input_range, self.min_size).to(device=self.device, dtype=self.dtype)
+
+    def features(self, x: Tensor) -> List[Tensor]:
+        """Tap feature maps of images ``x`` ``[N, 3, H, W]`` (validated like every input): L x ``[N, C_l, H_l, W_l]``."""
+        return self._taps(self._images(x, "images"))
+
+    def _taps(self, x: Tensor) -> List[Tensor]:
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+            return list(self.trunk.forward_taps(lpips_scaling(x)))
+
+    def _terms(self, *batches: Tensor) -> tuple:
+        """One trunk pass over the concatenated batches, then the distance op against the first."""
+        n = batches[0].shape[0]
+        taps = self._taps(torch.cat(batches))
+        split = [[t[i * n : (i + 1) * n] for t in taps] for i in range(len(batches))]
+        terms = fused_distance(*split, distances=self.distances, lin=self.lin, backend=self.backend)
+        return terms if isinstance(terms, tuple) else (terms,)
+
+    def distance(self, x0: Tensor, x1: Tensor, per_layer: bool = False) -> Dict[str, Tensor]:
+        """Distances between ``x0`` and ``x1`` (``[N, 3, H, W]`` each, paired by index).
+
+        Returns ``{name: [N]}``, or ``{name: [N, L]}`` per layer with ``per_layer=True``.
+        Differentiable with respect to the images when they require grad.
+        """
+        a, b = self._images(x0, "x0"), self._images(x1, "x1")
+        check_same_shape(a, b, "x0", "x1")
+        (terms,) = self._terms(a, b)
+        return terms if per_layer else {k: v.sum(dim=1) for k, v in terms.items()}
+
+    def score(self, batch: Mapping[str, Tensor], per_layer: bool = False) -> Dict[str, object]:
+        """Scores triplets: ``batch`` holds ``ref``, ``p0``, ``p1`` (``[N, 3, H, W]``) and optional ``judge``.
+
+        The trunk runs once on ``ref``, ``p0`` and ``p1`` (3N images, not 4N). Returns a dict:
+          ``d0``, ``d1``: ``{name: [N]}`` (``[N, L]`` with ``per_layer``) distances of p0/p1 to ref;
+          with ``judge`` (``[N]`` share of people preferring p1): ``2afc`` ``{name: [N]}`` float64
+          per-triplet agreement and ``2afc_mean`` ``{name: float}``.
+        """
+        missing = [k for k in ("ref", "p0", "p1") if k not in batch]
+        if missing:
+            raise ValueError(f"batch is missing {missing}; it needs 'ref', 'p0', 'p1' ([N, 3, H, W]) and optional 'judge' ([N])")
+        ref, p0, p1 = (self._images(batch[k], k) for k in ("ref", "p0", "p1"))
+        check_same_shape(ref, p0, "ref", "p0")
+        check_same_shape(ref, p1, "ref", "p1")
+        judge = optional_judge(batch.get("judge"), ref.shape[0])
+        terms0, terms1 = self._terms(ref, p0, p1)
+        d0 = {k: v.sum(dim=1) for k, v in terms0.items()}
+        d1 = {k: v.sum(dim=1) for k, v in terms1.items()}
+        out: Dict[str, object] = {"d0": terms0 if per_layer else d0, "d1": terms1 if per_layer else d1}
+        if judge is not None:
+            agreement = {k: two_afc(d0[k].detach().cpu(), d1[k].detach().cpu(), judge) for k in self.distances}
+            out["2afc"] = agreement
+            out["2afc_mean"] = {k: float(v.mean()) for k, v in agreement.items()}
+        return out
+
+
+def score(batch: Mapping[str, Tensor], per_layer: bool = False, **scorer_kwargs) -> Dict[str, object]:
+    """One-shot ``Scorer(**scorer_kwargs).score(batch)``; build a Scorer once for repeated calls."""
+    return Scorer(**scorer_kwargs).score(batch, per_layer=per_layer)

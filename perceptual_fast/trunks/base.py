@@ -1,0 +1,137 @@
+"""The trunk interface: a classifier whose ``features`` stack exposes named taps.
+
+A trunk is an ``nn.Module`` with ``forward_taps(x) -> List[Tensor]`` (the feature maps the
+distances compare, ``[N, C_l, H_l, W_l]`` each) and ``forward(x) -> logits``. Parameter names
+match the upstream library (torchvision here) so its checkpoints load strictly as they are.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Iterator, List, Tuple
+
+import torch
+from torch import Tensor, nn
+
+
+class SequentialTapTrunk(nn.Module):
+    """A trunk whose taps are outputs of chosen layers of a ``features`` ``nn.Sequential``.
+
+    features: the convolutional stack (torchvision's ``features``), run in order.
+    tap_after: indices i such that the output of ``features[i]`` is a tap (ascending).
+    channels: channel count of each tap, in order.
+    avgpool, classifier: torchvision's head; logits = classifier(avgpool(features(x))), flattened
+        before the classifier when ``flatten_before_classifier`` (AlexNet, VGG) and after it always.
+    """
+
+    tap_after: List[int]
+
+    def __init__(
+        self,
+        features: nn.Sequential,
+        tap_after: List[int],
+        channels: List[int],
+        avgpool: nn.Module,
+        classifier: nn.Module,
+        flatten_before_classifier: bool,
+        has_head: bool = True,
+    ):
+        super().__init__()
+        if sorted(tap_after) != list(tap_after) or len(tap_after) != len(channels):
+            raise ValueError("tap_after must be ascending with one channel count per tap")
+        self.features = features
+        self.tap_after = list(tap_after)
+        self.tap_channels = list(channels)
+        self.avgpool = avgpool
+        self.classifier = classifier
+        self.flatten_before_classifier = flatten_before_classifier
+        self.has_head = has_head
+
+    def forward_taps(self, x: Tensor) -> List[Tensor]:
+        """x: ``[N, 3, H, W]`` preprocessed images -> the L tap feature maps (stops after the last tap)."""
+        taps: List[Tensor] = []
+        last = self.tap_after[-1]
+        for i, layer in enumerate(self.features):
+            if i > last:
+                break
+            x = layer(x)
+            if i in self.tap_after:
+                taps.append(x)
+        return taps
+
+    def forward(self, x: Tensor) -> Tensor:
+        """x: ``[N, 3, H, W]`` preprocessed images -> logits ``[N, num_classes]``."""
+        if not self.has_head:
+            raise RuntimeError("this trunk was built with head=False (taps only); load it with head=True for logits")
+        y = self.avgpool(self.features(x))
+        if self.flatten_before_classifier:
+            y = torch.flatten(y, 1)
+        return torch.flatten(self.classifier(y), 1)
+
+    def tap_shapes(self, height: int, width: int) -> List[Tuple[int, int, int]]:
+        """``(C, H, W)`` of every tap for an input of ``height`` x ``width``, by conv/pool arithmetic.
+
+        A tap with a zero or negative side means the input is too small for this trunk.
+        """
+        h, w = height, width
+        shapes = []
+        for i, layer in enumerate(self.features):
+            if i > self.tap_after[-1]:
+                break
+            h, w = _spatial_out(layer, h, w)
+            if i in self.tap_after:
+                shapes.append((self.tap_channels[self.tap_after.index(i)], h, w))
+        return shapes
+
+    def min_input_size(self) -> int:
+        """The smallest square side for which every tap has at least one position."""
+        side = 1
+        while min(min(s[1], s[2]) for s in self.tap_shapes(side, side)) < 1:
+            side += 1
+        return side
+
+
+def _pair(v) -> Tuple[int, int]:
+    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+
+
+def _spatial_out(layer: nn.Module, h: int, w: int) -> Tuple[int, int]:
+    """Spatial output size of ``layer`` (conv/pool arithmetic); other layers keep it."""
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+        k, s, p, d = (_pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), _pair(layer.dilation))
+        ceil = bool(getattr(layer, "ceil_mode", False))
+        out = []
+        for size, ki, si, pi, di in zip((h, w), k, s, p, d):
+            span = size + 2 * pi - di * (ki - 1) - 1
+            if span < 0:
+                out.append(0)
+                continue
+            o = (math.ceil(span / si) if ceil else span // si) + 1
+            if ceil and (o - 1) * si >= size + pi:  # PyTorch: the last window must start inside the input
+                o -= 1
+            out.append(o)
+        return out[0], out[1]
+    return h, w
+
+
+@contextlib.contextmanager
+def head_device(materialise: bool) -> Iterator[None]:
+    """Builds the modules created inside on the meta device unless ``materialise`` (see head=False)."""
+    if materialise:
+        yield
+    else:
+        with torch.device("meta"):
+            yield
+
+
+def init_like_torchvision(module: nn.Module) -> None:
+    """Random initialisation in the spirit of torchvision's (Kaiming for convs, small normal for linears)."""
+    for m in module.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+            nn.init.zeros_(m.bias)

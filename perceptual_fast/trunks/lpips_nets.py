@@ -1,0 +1,134 @@
+"""The three LPIPS trunks with torchvision's architecture and parameter names.
+
+``alexnet``, ``vgg16`` and ``squeezenet1_1`` are built exactly as torchvision builds them
+(features + avgpool + classifier), so a torchvision checkpoint loads strictly; the taps are the
+post-ReLU outputs LPIPS uses (its ``pretrained_networks`` slices): 5, 5 and 7 of them.
+ReLUs are not in-place so taps are never overwritten and autograd/TorchScript stay simple.
+
+``head=False`` builds the classifier on the meta device: its parameter names and shapes still
+take part in strict loading, but it costs no memory or init time (VGG-16's head alone is 124M
+parameters the taps never use). The features are initialised identically either way.
+"""
+
+from __future__ import annotations
+
+from typing import List
+
+import torch
+from torch import Tensor, nn
+
+from .base import SequentialTapTrunk, head_device, init_like_torchvision
+
+
+def alexnet(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
+    """torchvision AlexNet; taps relu1..relu5 (channels 64, 192, 384, 256, 256). PyTorch default init."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(64, 192, kernel_size=5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(192, 384, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(384, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.Conv2d(256, 256, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+    )
+    with head_device(head):
+        classifier = nn.Sequential(
+            nn.Dropout(p=dropout),
+            nn.Linear(256 * 6 * 6, 4096),
+            nn.ReLU(),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Linear(4096, num_classes),
+        )
+    return SequentialTapTrunk(
+        features, [1, 4, 7, 9, 11], [64, 192, 384, 256, 256], nn.AdaptiveAvgPool2d((6, 6)), classifier, True, head
+    )
+
+
+_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+
+
+def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
+    """torchvision VGG-16 (no batch norm); taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+    layers: List[nn.Module] = []
+    in_ch = 3
+    for v in _VGG16_CFG:
+        if v == "M":
+            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+        else:
+            layers += [nn.Conv2d(in_ch, int(v), kernel_size=3, padding=1), nn.ReLU()]
+            in_ch = int(v)
+    features = nn.Sequential(*layers)
+    # Initialise the features before the head exists so they are the same with or without it.
+    init_like_torchvision(features)
+    with head_device(head):
+        classifier = nn.Sequential(
+            nn.Linear(512 * 7 * 7, 4096),
+            nn.ReLU(),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, 4096),
+            nn.ReLU(),
+            nn.Dropout(p=dropout),
+            nn.Linear(4096, num_classes),
+        )
+    init_like_torchvision(classifier)
+    return SequentialTapTrunk(
+        features, [3, 8, 15, 22, 29], [64, 128, 256, 512, 512], nn.AdaptiveAvgPool2d((7, 7)), classifier, True, head
+    )
+
+
+class Fire(nn.Module):
+    """SqueezeNet's Fire module with torchvision's parameter names."""
+
+    def __init__(self, inplanes: int, squeeze: int, expand1x1: int, expand3x3: int):
+        super().__init__()
+        self.squeeze = nn.Conv2d(inplanes, squeeze, kernel_size=1)
+        self.squeeze_activation = nn.ReLU()
+        self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
+        self.expand1x1_activation = nn.ReLU()
+        self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
+        self.expand3x3_activation = nn.ReLU()
+
+    def forward(self, x: Tensor) -> Tensor:
+        x = self.squeeze_activation(self.squeeze(x))
+        return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
+
+
+def squeezenet1_1(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
+    """torchvision SqueezeNet 1.1; 7 taps (channels 64, 128, 256, 384, 384, 512, 512)."""
+    features = nn.Sequential(
+        nn.Conv2d(3, 64, kernel_size=3, stride=2),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+        Fire(64, 16, 64, 64),
+        Fire(128, 16, 64, 64),
+        nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+        Fire(128, 32, 128, 128),
+        Fire(256, 32, 128, 128),
+        nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+        Fire(256, 48, 192, 192),
+        Fire(384, 48, 192, 192),
+        Fire(384, 64, 256, 256),
+        Fire(512, 64, 256, 256),
+    )
+    # torchvision's SqueezeNet init: Kaiming-uniform convs, a small normal final conv, zero biases.
+    # The features are initialised before the head exists so they are the same with or without it.
+    for m in features.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_uniform_(m.weight)
+            nn.init.zeros_(m.bias)
+    with head_device(head):
+        final_conv = nn.Conv2d(512, num_classes, kernel_size=1)
+        classifier = nn.Sequential(nn.Dropout(p=dropout), final_conv, nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)))
+    nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
+    nn.init.zeros_(final_conv.bias)
+    return SequentialTapTrunk(
+        features, [1, 4, 7, 9, 10, 11, 12], [64, 128, 256, 384, 384, 512, 512], nn.Identity(), classifier, False, head
+    )
