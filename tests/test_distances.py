@@ -1,0 +1,127 @@
+"""The reference distances: independent float64 checks, gradients, shapes."""
+
+import numpy as np
+import pytest
+import torch
+
+from perceptual_fast import distances as D
+
+
+def _np_normalize(y):  # y: [C, HW] float64
+    return y / (np.sqrt((y**2).sum(0, keepdims=True)) + 1e-10)
+
+
+def np_meanpool(y0, y1):
+    """Independent float64 meanpool term, one sample at a time, with numpy."""
+    out = []
+    for a, b in zip(y0, y1):
+        m0 = a.reshape(a.shape[0], -1).mean(1)
+        m1 = b.reshape(b.shape[0], -1).mean(1)
+        n0 = m0 / (np.linalg.norm(m0) + 1e-10)
+        n1 = m1 / (np.linalg.norm(m1) + 1e-10)
+        out.append(((n0 - n1) ** 2).sum() / a.shape[0])
+    return np.array(out)
+
+
+def np_style(y0, y1):
+    """Independent float64 style term: Gram matrices of normalised features, with numpy."""
+    out = []
+    for a, b in zip(y0, y1):
+        c, hw = a.shape[0], a.shape[1] * a.shape[2]
+        g0 = _np_normalize(a.reshape(c, hw)) @ _np_normalize(a.reshape(c, hw)).T / hw
+        g1 = _np_normalize(b.reshape(c, hw)) @ _np_normalize(b.reshape(c, hw)).T / hw
+        out.append(((g0 - g1) ** 2).sum() / c**2)
+    return np.array(out)
+
+
+def np_spatial(y0, y1, w=None):
+    out = []
+    for a, b in zip(y0, y1):
+        c = a.shape[0]
+        d = (_np_normalize(a.reshape(c, -1)) - _np_normalize(b.reshape(c, -1))) ** 2
+        if w is not None:
+            d = d * w[:, None]
+        out.append(d.sum(0).mean())
+    return np.array(out)
+
+
+SHAPES = [(3, 3, 17, 23), (1, 64, 15, 15), (2, 5, 1, 1), (4, 32, 8, 3)]
+
+
+def _features(shape, seed):
+    g = torch.Generator().manual_seed(seed)
+    # ReLU-like: non-negative with exact zeros, as real taps are.
+    y0 = torch.relu(torch.randn(shape, generator=g, dtype=torch.float64))
+    y1 = torch.relu(y0 + 0.5 * torch.randn(shape, generator=g, dtype=torch.float64))
+    return y0, y1
+
+
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 2e-5)])
+@pytest.mark.parametrize("shape", SHAPES)
+def test_meanpool_and_style_match_independent_float64(shape, dtype, tol):
+    y0, y1 = _features(shape, seed=sum(shape))
+    want_m, want_s = np_meanpool(y0.numpy(), y1.numpy()), np_style(y0.numpy(), y1.numpy())
+    got_m = D.meanpool_term(y0.to(dtype), y1.to(dtype)).double().numpy()
+    got_s = D.style_term(y0.to(dtype), y1.to(dtype)).double().numpy()
+    assert want_m.min() > 0 and want_s.min() > 0
+    np.testing.assert_allclose(got_m, want_m, rtol=tol, atol=0)
+    np.testing.assert_allclose(got_s, want_s, rtol=tol, atol=0)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+def test_spatial_matches_independent_float64(shape):
+    y0, y1 = _features(shape, seed=1 + sum(shape))
+    w = torch.rand(shape[1], dtype=torch.float64)
+    np.testing.assert_allclose(D.spatial_term(y0, y1).numpy(), np_spatial(y0.numpy(), y1.numpy()), rtol=1e-12)
+    np.testing.assert_allclose(D.spatial_term(y0, y1, w).numpy(), np_spatial(y0.numpy(), y1.numpy(), w.numpy()), rtol=1e-12)
+
+
+def test_layer_terms_shapes_and_sum():
+    feats0 = [torch.rand(3, c, h, w) for c, h, w in [(4, 9, 9), (8, 5, 7), (16, 1, 1)]]
+    feats1 = [torch.rand_like(f) for f in feats0]
+    lin = [torch.rand(f.shape[1]) for f in feats0]
+    terms = D.layer_terms(feats0, feats1, D.DISTANCES, lin)
+    assert list(terms) == list(D.DISTANCES)
+    for name, t in terms.items():
+        assert t.shape == (3, 3) and t.dtype == torch.float32
+        for l in range(3):
+            one = D.layer_term(name, feats0[l], feats1[l], lin[l] if name == "lpips" else None)
+            torch.testing.assert_close(t[:, l], one)
+
+
+@pytest.mark.parametrize("name", D.DISTANCES)
+def test_gradcheck_float64(name):
+    y0, y1 = _features((2, 4, 3, 5), seed=7)
+    y0 = (y0 + 0.1).requires_grad_()  # away from ReLU's exact zeros for finite differences
+    y1 = (y1 + 0.1).requires_grad_()
+    w = torch.rand(4, dtype=torch.float64)
+    fn = lambda a, b: D.layer_term(name, a, b, w if name == "lpips" else None)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, (y0, y1), eps=1e-6, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", D.DISTANCES)
+def test_gradients_finite_at_equal_inputs_and_zero_vectors(name):
+    y = torch.relu(torch.randn(2, 6, 4, 4, dtype=torch.float64))
+    y[:, :, 0, 0] = 0.0  # an all-zero feature vector at one position
+    y[1] = 0.0  # and a whole all-zero sample (meanpool's mean vector is zero)
+    w = torch.rand(6, dtype=torch.float64)
+    for other in (y.clone(), torch.relu(torch.randn_like(y))):
+        a, b = y.clone().requires_grad_(), other.requires_grad_()
+        d = D.layer_term(name, a, b, w if name == "lpips" else None)
+        assert torch.isfinite(d).all()
+        d.sum().backward()
+        assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+
+
+def test_normalize_matches_lpips_formula():
+    y = torch.randn(2, 5, 3, 3)
+    want = y / (torch.sqrt((y**2).sum(1, keepdim=True)) + 1e-10)
+    assert torch.equal(D.normalize_channels(y), want)
+
+
+def test_bad_names_and_missing_lin():
+    with pytest.raises(ValueError, match="unknown distance.*choose from"):
+        D.check_distance_names(["lpip"])
+    f = [torch.rand(1, 2, 3, 3)]
+    with pytest.raises(ValueError, match="'lpips' needs one channel-weight vector per layer"):
+        D.layer_terms(f, f, ("lpips",))
