@@ -5,8 +5,6 @@ distances compare, ``[N, C_l, H_l, W_l]`` each) and ``forward(x) -> logits``. Pa
 match the upstream library (torchvision here) so its checkpoints load strictly as they are.
 """
 
-from __future__ import annotations
-
 import contextlib
 import math
 from typing import Iterator, List, Tuple
@@ -48,16 +46,18 @@ class SequentialTapTrunk(nn.Module):
         self.flatten_before_classifier = flatten_before_classifier
         self.has_head = has_head
 
+    @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
         """x: ``[N, 3, H, W]`` preprocessed images -> the L tap feature maps (stops after the last tap)."""
         taps: List[Tensor] = []
         last = self.tap_after[-1]
         for i, layer in enumerate(self.features):
-            if i > last:
-                break
-            x = layer(x)
-            if i in self.tap_after:
-                taps.append(x)
+            # Layers past the last tap are skipped (not `break`: TorchScript unrolls this loop and
+            # has no break); running them could fail on inputs just large enough for the taps.
+            if i <= last:
+                x = layer(x)
+                if i in self.tap_after:
+                    taps.append(x)
         return taps
 
     def forward(self, x: Tensor) -> Tensor:

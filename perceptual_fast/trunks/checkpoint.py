@@ -8,6 +8,7 @@ TorchScript archives (their parameters and buffers). Nothing is ever downloaded.
 from __future__ import annotations
 
 import os
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Collection, Dict, Iterable, Mapping, Optional
@@ -56,7 +57,9 @@ def _is_torchscript(path: Path) -> bool:
 
 def _read_torchscript(path: Path) -> Dict[str, Tensor]:
     try:
-        module = torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; archives still load
+            module = torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as err:
         raise CheckpointError(f"cannot read TorchScript archive {str(path)!r}: {err}") from err
     return {k: v.detach() for k, v in module.state_dict().items()}
@@ -97,7 +100,11 @@ def _is_tensor_dict(obj: Mapping) -> bool:
 
 
 def load_strict(
-    module: nn.Module, state: Mapping[str, Tensor], source: str = "checkpoint", skipped: Collection[str] = ()
+    module: nn.Module,
+    state: Mapping[str, Tensor],
+    source: str = "checkpoint",
+    skipped: Collection[str] = (),
+    target: Optional[str] = None,
 ) -> None:
     """Copies ``state`` into ``module`` after checking every key and shape.
 
@@ -116,7 +123,7 @@ def load_strict(
     ]
     if missing or unexpected or misshaped:
         raise CheckpointError(
-            f"{source} does not fit the {type(module).__name__} it is loaded into (is it for another architecture?):"
+            f"{source} does not fit {target or type(module).__name__} (is it for another architecture?):"
             + _listing("missing", missing)
             + _listing("unexpected", unexpected)
             + _listing("mis-shaped", misshaped)

@@ -1,0 +1,87 @@
+"""Input validation: every problem is a ValueError that names it and the fix."""
+
+import warnings
+
+import pytest
+import torch
+
+import perceptual_fast as pf
+from perceptual_fast.inputs import to_unit_range
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return pf.Scorer("alexnet", weights="random", distances=("spatial",))
+
+
+def img(*shape, lo=-1.0, hi=1.0, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return lo + (hi - lo) * torch.rand(shape, generator=g)
+
+
+@pytest.mark.parametrize(
+    "x0,x1,message",
+    [
+        (img(3, 64, 64), img(3, 64, 64), r"must have 4 dimensions \[N, 3, H, W\]; got 3.*unsqueeze\(0\)"),
+        (img(2, 1, 64, 64), img(2, 1, 64, 64), r"3 colour channels.*grayscale: repeat the channel"),
+        (img(2, 64, 64, 3), img(2, 64, 64, 3), r"3 colour channels.*NHWC data: permute"),
+        (img(2, 3, 64, 64), img(2, 3, 64, 48), r"x0 \(2, 3, 64, 64\) and x1 \(2, 3, 64, 48\) must have the same shape"),
+        (img(2, 3, 64, 64), img(3, 3, 64, 64), r"must have the same shape"),
+        (img(2, 3, 24, 64), img(2, 3, 24, 64), r"24x64 pixels, too small for this trunk's taps: it needs at least 31x31"),
+        (img(2, 3, 64, 64, lo=0, hi=255), img(2, 3, 64, 64), r"x0 values span \[.*\], outside the expected \[-1, 1\].*input_range='0,255'"),
+        (img(0, 3, 64, 64), img(0, 3, 64, 64), r"empty batch"),
+        ([[1.0]], img(2, 3, 64, 64), r"must be a torch.Tensor"),
+        (img(2, 3, 64, 64).to(torch.int32), img(2, 3, 64, 64), r"dtype torch.int32; give uint8"),
+    ],
+)
+def test_bad_images_raise_clear_errors(scorer, x0, x1, message):
+    with pytest.raises(ValueError, match=message):
+        scorer.distance(x0, x1)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_non_finite_values_are_rejected(scorer, bad):
+    x = img(2, 3, 64, 64)
+    x[1, 2, 5, 7] = bad
+    with pytest.raises(ValueError, match="x1 contains NaN or infinite values"):
+        scorer.distance(img(2, 3, 64, 64), x)
+
+
+def test_zero_one_images_warn_and_opt_in_converts():
+    x = img(2, 3, 64, 64, lo=0, hi=1)
+    with pytest.warns(UserWarning, match=r"every value is >= 0.*input_range='0,1'"):
+        to_unit_range(x)
+    torch.testing.assert_close(to_unit_range(x, input_range="0,1"), 2 * x - 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        to_unit_range(x, input_range="-1,1")  # explicitly the LPIPS convention: no warning
+
+
+def test_uint8_and_0_255_floats_equal_the_minus1_1_path(scorer):
+    u0 = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    u1 = torch.randint(0, 256, (2, 3, 64, 64), dtype=torch.uint8)
+    want = scorer.distance(u0.float() / 127.5 - 1, u1.float() / 127.5 - 1)["spatial"]
+    torch.testing.assert_close(scorer.distance(u0, u1)["spatial"], want)
+    s255 = pf.Scorer("alexnet", weights="random", input_range="0,255")
+    torch.testing.assert_close(s255.distance(u0.float(), u1.float())["spatial"], want, rtol=1e-5, atol=1e-6)
+
+
+def test_bad_options_are_named():
+    with pytest.raises(ValueError, match="input_range '0-1' is not one of"):
+        pf.Scorer("alexnet", weights="random", input_range="0-1")
+    with pytest.raises(ValueError, match="precision 'fp8' is not supported; choose one of fp32, fp64"):
+        pf.Scorer("alexnet", weights="random", precision="fp8")
+    with pytest.raises(ValueError, match="unknown trunk 'alexnett'; available: alexnet, squeezenet1_1, vgg16"):
+        pf.Scorer("alexnett", weights="random")
+    with pytest.raises(ValueError, match="backend='fast' is not a backend"):
+        pf.Scorer("alexnet", weights="random", backend="fast")
+
+
+def test_judge_is_checked(scorer):
+    x = img(2, 3, 64, 64)
+    with pytest.raises(ValueError, match=r"one value per triplet \(2\)"):
+        scorer.score({"ref": x, "p0": x, "p1": x, "judge": torch.rand(3)})
+    with pytest.raises(ValueError, match=r"fractions in \[0, 1\]"):
+        scorer.score({"ref": x, "p0": x, "p1": x, "judge": torch.tensor([0.5, 1.5])})
+    with pytest.raises(ValueError, match=r"batch is missing \['p1'\]"):
+        scorer.score({"ref": x, "p0": x})

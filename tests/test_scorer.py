@@ -1,0 +1,99 @@
+"""Scorer and score(): the triplet path, per-layer terms, precision, gradients."""
+
+import pytest
+import torch
+
+import perceptual_fast as pf
+
+
+@pytest.fixture(scope="module")
+def scorer():
+    return pf.Scorer("squeezenet1_1", weights="random", seed=1, lin="lpips", distances=pf.DISTANCES)
+
+
+@pytest.fixture
+def triplet(photos, distorted):
+    ref = photos(("astronaut", "coffee", "chelsea"), (64, 72), seed=2)
+    return {
+        "ref": ref,
+        "p0": distorted(ref, "noise", 0.15, seed=1),
+        "p1": distorted(ref, "blur", 1, seed=2),
+        "judge": torch.tensor([0.0, 0.6, 1.0]),
+    }
+
+
+def test_triplet_runs_the_trunk_once_on_3n_images(scorer, triplet):
+    seen = []
+    original = scorer.trunk.forward_taps
+    scorer.trunk.forward_taps = lambda x: seen.append(x.shape[0]) or original(x)
+    try:
+        scorer.score(triplet)
+    finally:
+        del scorer.trunk.forward_taps
+    assert seen == [9]  # 3 images per triplet in one pass, not 4
+
+
+def test_score_equals_pairwise_distances_and_2afc(scorer, triplet):
+    out = scorer.score(triplet)
+    d0 = scorer.distance(triplet["ref"], triplet["p0"])
+    d1 = scorer.distance(triplet["ref"], triplet["p1"])
+    for name in pf.DISTANCES:
+        torch.testing.assert_close(out["d0"][name], d0[name], rtol=1e-5, atol=1e-8)
+        torch.testing.assert_close(out["d1"][name], d1[name], rtol=1e-5, atol=1e-8)
+        assert (out["d0"][name] > 0).all() and (out["d1"][name] > 0).all()
+        h = triplet["judge"].double()
+        want = (d0[name] < d1[name]).double() * (1 - h) + (d1[name] < d0[name]).double() * h + (d0[name] == d1[name]).double() * 0.5
+        torch.testing.assert_close(out["2afc"][name], want)
+        assert out["2afc_mean"][name] == pytest.approx(float(want.mean()))
+
+
+def test_per_layer_terms_sum_to_the_distance(scorer, triplet):
+    layers = scorer.score(triplet, per_layer=True)
+    total = scorer.score(triplet)
+    for name in pf.DISTANCES:
+        assert layers["d0"][name].shape == (3, 7)
+        torch.testing.assert_close(layers["d0"][name].sum(1), total["d0"][name])
+    assert "2afc" not in scorer.score({k: v for k, v in triplet.items() if k != "judge"})
+
+
+def test_one_shot_score_equals_the_scorer(triplet):
+    kwargs = dict(trunk="alexnet", weights="random", seed=5, distances=("spatial", "meanpool"))
+    one = pf.score(triplet, **kwargs)
+    two = pf.Scorer(**kwargs).score(triplet)
+    for name in ("spatial", "meanpool"):
+        assert torch.equal(one["d0"][name], two["d0"][name])
+    assert one["2afc_mean"] == two["2afc_mean"]
+
+
+def test_fp64_agrees_with_fp32(triplet):
+    kw = dict(trunk="alexnet", weights="random", lin="lpips", distances=pf.DISTANCES)
+    d32 = pf.Scorer(precision="fp32", **kw).score(triplet)
+    d64 = pf.Scorer(precision="fp64", **kw).score(triplet)
+    for name in pf.DISTANCES:
+        assert d64["d0"][name].dtype == torch.float64 and d32["d0"][name].dtype == torch.float32
+        torch.testing.assert_close(d32["d0"][name].double(), d64["d0"][name], rtol=1e-4, atol=1e-9)
+
+
+def test_distance_is_differentiable_as_a_loss(triplet):
+    scorer = pf.Scorer("alexnet", weights="random", lin="lpips", distances=pf.DISTANCES)
+    x = triplet["p0"].clone().requires_grad_()
+    d = scorer.distance(triplet["ref"], x)
+    sum(v.sum() for v in d.values()).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    # Identical images: distance 0, gradient finite.
+    y = triplet["ref"].clone().requires_grad_()
+    d = scorer.distance(triplet["ref"], y)
+    assert all(float(v.detach().abs().max()) == 0 for v in d.values())
+    sum(v.sum() for v in d.values()).backward()
+    assert torch.isfinite(y.grad).all()
+
+
+def test_a_custom_trunk_module_is_accepted():
+    class Tiny(torch.nn.Module):
+        def forward_taps(self, x):
+            a = torch.relu(torch.nn.functional.avg_pool2d(x, 2))
+            return [a, torch.relu(torch.nn.functional.avg_pool2d(a, 2))]
+
+    scorer = pf.Scorer(Tiny(), distances=("spatial", "style"))
+    d = scorer.distance(torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1, per_layer=True)
+    assert d["spatial"].shape == (2, 2) and torch.isfinite(d["style"]).all()

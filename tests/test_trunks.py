@@ -1,0 +1,140 @@
+"""LPIPS trunks: torchvision architecture and names, taps, strict loading from local files."""
+
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import save_file
+
+import perceptual_fast as pf
+from perceptual_fast.trunks import CheckpointError, load_trunk
+
+torchvision = pytest.importorskip("torchvision")
+
+TV_BUILDERS = {"alexnet": "alexnet", "vgg16": "vgg16", "squeezenet1_1": "squeezenet1_1"}
+TV_FILES = {"alexnet": "alexnet-owt-7be5be79.pth", "vgg16": "vgg16-397923af.pth", "squeezenet1_1": "squeezenet1_1-b8a52dc0.pth"}
+TAPS_64 = {
+    "alexnet": [(64, 15, 15), (192, 7, 7), (384, 3, 3), (256, 3, 3), (256, 3, 3)],
+    "vgg16": [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512, 4, 4)],
+    "squeezenet1_1": [(64, 31, 31), (128, 15, 15), (256, 7, 7), (384, 3, 3), (384, 3, 3), (512, 3, 3), (512, 3, 3)],
+}
+
+
+@pytest.fixture
+def hub_cache(tmp_path, monkeypatch):
+    """An empty torch hub cache in a temporary folder (TORCH_HOME)."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    return folder
+
+
+@pytest.mark.parametrize("name", list(TV_BUILDERS))
+def test_torchvision_checkpoint_loads_strictly_and_gives_its_logits(name, hub_cache):
+    torch.manual_seed(0)
+    reference = getattr(torchvision.models, TV_BUILDERS[name])(weights=None).eval()
+    torch.save(reference.state_dict(), hub_cache / TV_FILES[name])
+    ours = load_trunk(name, weights="torchvision")
+    x = torch.randn(2, 3, 224, 224) if name != "vgg16" else torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), rtol=1e-5, atol=1e-5)
+        # The taps are what LPIPS's slices of torchvision's `features` give.
+        want, h = [], x
+        for i, layer in enumerate(reference.features):
+            h = layer(h)
+            if i in ours.tap_after:
+                want.append(h.clone())
+        for got, expected in zip(ours.forward_taps(x), want):
+            torch.testing.assert_close(got, expected)
+
+
+def test_torchvision_weights_missing_from_cache_say_where(hub_cache):
+    with pytest.raises(CheckpointError, match=r"alexnet-owt-7be5be79.pth is not in the torch hub cache .*nothing is downloaded"):
+        load_trunk("alexnet", weights="torchvision")
+
+
+def test_no_weights_says_how_to_give_them():
+    with pytest.raises(ValueError, match=r"needs weights, and none are downloaded: pass weights='path/to/file'.*'torchvision'.*'random'"):
+        pf.Scorer("alexnet")
+
+
+@pytest.mark.parametrize("name", list(TAPS_64))
+def test_tap_shapes_and_min_size(name):
+    trunk = load_trunk(name, weights="random", head=False)
+    assert trunk.tap_shapes(64, 64) == TAPS_64[name]
+    with torch.no_grad():
+        for h, w in [(64, 64), (75, 101), (trunk.min_input_size(), trunk.min_input_size())]:
+            got = [tuple(t.shape[1:]) for t in trunk.forward_taps(torch.randn(1, 3, h, w))]
+            assert got == trunk.tap_shapes(h, w)
+            assert min(min(s[1:]) for s in got) >= 1
+    side = trunk.min_input_size() - 1
+    assert min(min(s[1:]) for s in trunk.tap_shapes(side, side)) < 1
+
+
+def test_random_weights_are_seeded_and_head_free_features_match():
+    a = load_trunk("vgg16", weights="random", seed=1, head=False)
+    b = load_trunk("vgg16", weights="random", seed=1)
+    c = load_trunk("vgg16", weights="random", seed=2, head=False)
+    for (k, va), vb, vc in zip(a.features.state_dict().items(), b.features.state_dict().values(), c.features.state_dict().values()):
+        assert torch.equal(va, vb), k
+    assert not torch.equal(a.features[0].weight, c.features[0].weight)
+    with pytest.raises(RuntimeError, match="built with head=False"):
+        a(torch.randn(1, 3, 64, 64))
+
+
+@pytest.mark.parametrize("fmt", ["safetensors", "pth", "nested-pth", "torchscript"])
+def test_weight_formats_round_trip(fmt, tmp_path):
+    src = load_trunk("squeezenet1_1", weights="random", seed=4)
+    state = src.state_dict()
+    path = tmp_path / f"w.{fmt}"
+    if fmt == "safetensors":
+        path = tmp_path / "w.safetensors"
+        save_file({k: v.contiguous() for k, v in state.items()}, str(path))
+    elif fmt == "pth":
+        torch.save(state, path)
+    elif fmt == "nested-pth":  # a training checkpoint: DataParallel prefix, nested, with extras
+        torch.save({"epoch": 3, "state_dict": {f"module.{k}": v for k, v in state.items()}}, path)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            torch.jit.save(torch.jit.script(src), str(path))
+    loaded = load_trunk("squeezenet1_1", weights=path)
+    for k, v in loaded.state_dict().items():
+        assert torch.equal(v, state[k]), k
+
+
+def test_wrong_architecture_lists_missing_unexpected_and_misshaped(tmp_path):
+    path = tmp_path / "vgg.pth"
+    torch.save(load_trunk("vgg16", weights="random", head=False).features.state_dict(), path)
+    with pytest.raises(CheckpointError, match=r"does not fit trunk 'alexnet' \(is it for another architecture\?\):[\s\S]*missing: features\.0\.weight[\s\S]*unexpected: 0\.weight"):
+        load_trunk("alexnet", weights=path)
+    alex = load_trunk("alexnet", weights="random").state_dict()
+    alex["features.3.weight"] = torch.zeros(192, 64, 3, 3)
+    alex["extra.bias"] = torch.zeros(1)
+    torch.save(alex, path)
+    with pytest.raises(CheckpointError, match=r"1 unexpected: extra\.bias[\s\S]*1 mis-shaped: features\.3\.weight: file \(192, 64, 3, 3\) vs model \(192, 64, 5, 5\)"):
+        load_trunk("alexnet", weights=path)
+
+
+def test_truncated_and_corrupt_files_fail_clearly(tmp_path):
+    state = load_trunk("alexnet", weights="random", head=False).features.state_dict()
+    state = {f"features.{k}": v for k, v in state.items()}
+    good_pth, good_st = tmp_path / "a.pth", tmp_path / "a.safetensors"
+    torch.save(state, good_pth)
+    save_file(state, str(good_st))
+    for good in (good_pth, good_st):
+        data = good.read_bytes()
+        bad = tmp_path / ("cut-" + good.name)
+        bad.write_bytes(data[: len(data) // 2])
+        with pytest.raises(CheckpointError, match=r"cannot read .*(truncated or corrupt)"):
+            load_trunk("alexnet", weights=bad, head=False)
+    junk = tmp_path / "junk.pth"
+    junk.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CheckpointError, match=r"cannot read torch checkpoint .*junk\.pth"):
+        load_trunk("alexnet", weights=junk)
+    with pytest.raises(CheckpointError, match=r"does not exist \(nothing is downloaded"):
+        load_trunk("alexnet", weights=tmp_path / "nope.pth")
+    # Features-only file: fine for scoring (head=False), missing the classifier for a full model.
+    load_trunk("alexnet", weights=good_pth, head=False)
+    with pytest.raises(CheckpointError, match=r"6 missing: classifier\.1\.weight"):
+        load_trunk("alexnet", weights=good_pth)
