@@ -1,0 +1,1 @@
+"""Data: synthetic triplets (more readers arrive with BAPPS)."""

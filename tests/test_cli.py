@@ -1,0 +1,65 @@
+"""The command line: score two images or two folders, the demo."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+import perceptual_fast as pf
+from perceptual_fast.cli import main
+
+
+def _save(path, seed, size=(48, 40)):
+    arr = np.random.default_rng(seed).integers(0, 256, (size[1], size[0], 3), dtype=np.uint8)
+    Image.fromarray(arr).save(path)
+    return torch.from_numpy(arr).permute(2, 0, 1)
+
+
+def test_score_two_files_json_matches_the_api(tmp_path, capsys):
+    a, b = _save(tmp_path / "a.png", 1), _save(tmp_path / "b.png", 2)
+    assert main(["score", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--weights", "random", "--distance", "spatial,style", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    want = pf.Scorer("alexnet", weights="random", distances=("spatial", "style")).distance(a[None], b[None])
+    assert doc["pairs"][0]["spatial"] == pytest.approx(float(want["spatial"][0]), rel=1e-6)
+    assert doc["pairs"][0]["style"] == pytest.approx(float(want["style"][0]), rel=1e-6)
+
+
+def test_score_folders_pairs_by_name_and_prints_a_table(tmp_path, capsys):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+    for i, name in enumerate(["c.png", "a.png", "b.png"]):
+        _save(tmp_path / "x" / name, i)
+        _save(tmp_path / "y" / name, 10 + i, size=(64, 64) if name == "b.png" else (48, 40))
+        if name == "b.png":
+            _save(tmp_path / "x" / name, i, size=(64, 64))
+    assert main(["score", str(tmp_path / "x"), str(tmp_path / "y"), "--weights", "random", "--per-layer"]) == 0
+    out = capsys.readouterr().out
+    lines = [l for l in out.splitlines() if l.endswith(".png") or ".png " in l]
+    assert [l.split()[0] for l in lines] == ["a.png", "b.png", "c.png"]
+    assert "spatial[4]" in out and "not calibrated" in out
+
+
+def test_score_reports_unmatched_names_and_bad_files(tmp_path, capsys):
+    for d in ("x", "y"):
+        (tmp_path / d).mkdir()
+    _save(tmp_path / "x" / "a.png", 1)
+    _save(tmp_path / "y" / "b.png", 2)
+    assert main(["score", str(tmp_path / "x"), str(tmp_path / "y"), "--weights", "random"]) == 2
+    assert "unmatched: a.png, b.png" in capsys.readouterr().err
+    (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
+    assert main(["score", str(tmp_path / "bad.png"), str(tmp_path / "x" / "a.png"), "--weights", "random"]) == 2
+    assert "cannot read image" in capsys.readouterr().err
+    assert main(["score", str(tmp_path / "x" / "a.png"), str(tmp_path / "x" / "a.png")]) == 2
+    assert "needs weights" in capsys.readouterr().err
+
+
+def test_demo_runs_and_is_labelled_synthetic(capsys):
+    assert main(["demo", "--triplets", "20", "--size", "48"]) == 0
+    out = capsys.readouterr().out
+    assert "SYNTHETIC" in out and "2AFC" in out
+    assert main(["demo", "--triplets", "20", "--size", "48", "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["data"] == "synthetic" and set(doc["2afc"]) == {"spatial", "meanpool", "style"}
+    assert all(0 <= v <= 1 for v in doc["2afc"].values())
