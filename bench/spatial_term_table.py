@@ -47,7 +47,10 @@ def copy_bandwidth_gbs(megabytes: int = 512) -> float:
 
 def main() -> None:
     torch.set_grad_enabled(False)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {torch.get_num_threads()} torch threads, {_C.max_threads()} OpenMP threads"
+    machine = (
+        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{torch.get_num_threads()} torch threads, {_C.max_threads()} OpenMP threads"
+    )
     bandwidth = copy_bandwidth_gbs()
     rows, records = [], []
     for net in NETS:

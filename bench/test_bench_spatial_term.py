@@ -5,7 +5,6 @@
 
 import pytest
 import torch
-
 from cases import NETS, runner, tap_features
 
 

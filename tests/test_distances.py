@@ -84,9 +84,9 @@ def test_layer_terms_shapes_and_sum():
     assert list(terms) == list(D.DISTANCES)
     for name, t in terms.items():
         assert t.shape == (3, 3) and t.dtype == torch.float32
-        for l in range(3):
-            one = D.layer_term(name, feats0[l], feats1[l], lin[l] if name == "lpips" else None)
-            torch.testing.assert_close(t[:, l], one)
+        for layer in range(3):
+            one = D.layer_term(name, feats0[layer], feats1[layer], lin[layer] if name == "lpips" else None)
+            torch.testing.assert_close(t[:, layer], one)
 
 
 @pytest.mark.parametrize("name", D.DISTANCES)

@@ -33,9 +33,9 @@ def test_lpips_and_spatial_match_the_lpips_package(trunk, backend, photos, disto
         ref_lin = torch.stack([t.flatten() for t in layers_lin], dim=1)
         ref_raw = torch.stack([t.flatten() for t in layers_raw], dim=1)
         assert ours["lpips"].shape == ref_lin.shape == (len(names), len(layers_lin))
-        for l in range(ref_lin.shape[1]):
-            assert relative_error(ours["lpips"][:, l], ref_lin[:, l]) < 1e-5, (size, l)
-            assert relative_error(ours["spatial"][:, l], ref_raw[:, l]) < 1e-5, (size, l)
+        for layer in range(ref_lin.shape[1]):
+            assert relative_error(ours["lpips"][:, layer], ref_lin[:, layer]) < 1e-5, (size, layer)
+            assert relative_error(ours["spatial"][:, layer], ref_raw[:, layer]) < 1e-5, (size, layer)
         assert relative_error(ours["lpips"].sum(1), total_lin.flatten()) < 1e-5
         assert relative_error(ours["spatial"].sum(1), total_raw.flatten()) < 1e-5
         assert float(total_lin.min()) > 0  # real, non-trivial distances were compared

@@ -88,7 +88,8 @@ def load_trunk(name: str, weights: WeightsSpec = None, seed: int = 0, head: bool
         else:
             path = Path(weights)
         skipped = () if head else [k for k in trunk.state_dict() if k.startswith("classifier.")]
-        load_strict(trunk, read_state_dict(path), source=f"weights file {str(path)!r}", skipped=skipped, target=f"trunk {spec.name!r}")
+        source = f"weights file {str(path)!r}"
+        load_strict(trunk, read_state_dict(path), source=source, skipped=skipped, target=f"trunk {spec.name!r}")
     if not head:
         # The meta-device head served the strict key/shape check; drop it so the trunk can move devices.
         trunk.classifier = nn.Identity()

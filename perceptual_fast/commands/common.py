@@ -1,0 +1,43 @@
+"""Options shared by the commands that build a Scorer."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Optional
+
+from ..distances import DISTANCES
+from ..scorer import Scorer
+from ..trunks import list_trunks
+
+
+def add_scorer_options(p: argparse.ArgumentParser, default_distances: str, default_weights: Optional[str]) -> None:
+    p.add_argument("--trunk", default="alexnet", choices=list_trunks(), help="feature trunk (default: alexnet)")
+    p.add_argument(
+        "--weights",
+        default=default_weights,
+        help="trunk weights: a local file (.safetensors/.pt/.pth/TorchScript), 'torchvision' (torch hub cache) "
+        "or 'random' (seeded); nothing is downloaded",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
+    p.add_argument("--lin", default=None, help="LPIPS lin weights for the lpips distance: a file, or 'lpips' (installed package)")
+    p.add_argument("--distance", default=default_distances, help=f"comma-separated, from {','.join(DISTANCES)}")
+    p.add_argument("--backend", default="auto", help="auto, cpp or torch (PERCEPTUAL_FAST_BACKEND overrides)")
+    p.add_argument("--device", default="cpu", help="torch device for the trunk (default: cpu)")
+    p.add_argument("--batch-size", type=int, default=32, help="images scored per trunk pass (default: 32)")
+    p.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+
+def build_scorer(args: argparse.Namespace) -> Scorer:
+    return Scorer(
+        args.trunk,
+        weights=args.weights,
+        lin=args.lin,
+        distances=args.distance.split(","),
+        device=args.device,
+        backend=args.backend,
+        seed=args.seed,
+    )
+
+
+def weights_label(args: argparse.Namespace) -> str:
+    return f"random (seed {args.seed})" if args.weights == "random" else str(args.weights)
