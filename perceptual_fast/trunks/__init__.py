@@ -1,6 +1,18 @@
 """Trunks: classifiers whose intermediate feature maps (taps) the distances compare."""
 
-from .checkpoint import CheckpointError, load_strict, read_state_dict
-from .registry import list_trunks, load_trunk, trunk_spec
+from .checkpoint import CheckpointError, load_strict, read_checkpoint, read_state_dict, save_trunk
+from .registry import build_trunk, list_trunks, load_trunk, trunk_config, trunk_name, trunk_spec
 
-__all__ = ["CheckpointError", "list_trunks", "load_strict", "load_trunk", "read_state_dict", "trunk_spec"]
+__all__ = [
+    "CheckpointError",
+    "build_trunk",
+    "list_trunks",
+    "load_strict",
+    "load_trunk",
+    "read_checkpoint",
+    "read_state_dict",
+    "save_trunk",
+    "trunk_config",
+    "trunk_name",
+    "trunk_spec",
+]

@@ -1,8 +1,9 @@
 """The trunk interface: a classifier whose ``features`` stack exposes named taps.
 
-A trunk is an ``nn.Module`` with ``forward_taps(x) -> List[Tensor]`` (the feature maps the
-distances compare, ``[N, C_l, H_l, W_l]`` each) and ``forward(x) -> logits``. Parameter names
-match the upstream library (torchvision here) so its checkpoints load strictly as they are.
+A trunk is an ``nn.Module`` (a ``TapTrunk``) with ``forward_taps(x) -> List[Tensor]`` (the feature
+maps the distances compare, ``[N, C_l, H_l, W_l]`` float each, in the input's dtype or the autocast
+one) and ``forward(x) -> logits`` ``[N, num_classes]``. Parameter names
+match the upstream library (torchvision; timm for ViTs) so its checkpoints load strictly as they are.
 """
 
 import contextlib
@@ -13,7 +14,55 @@ import torch
 from torch import Tensor, nn
 
 
-class SequentialTapTrunk(nn.Module):
+class TapTrunk(nn.Module):
+    """What every trunk shares, kept in a form that survives ``torch.jit.script`` and ``torch.jit.save``.
+
+    tap_channels: channel count of each tap, in order (lin weights are checked against it).
+    min_side: the smallest square input side for which every tap has a position; scripted
+        archives keep it and answer ``min_input_size()`` without the Python class.
+    trunk_config: the JSON config the registry built the trunk from ("" when built directly);
+        saved as an archive attribute so an exported trunk still names itself.
+    has_head: False when the classifier was built on the meta device and dropped (taps only).
+    Subclasses set ``HEAD``, define ``forward_taps`` (exported), ``forward`` and ``tap_shapes(h, w)``, then call
+    ``_finish``.
+    """
+
+    HEAD = "classifier"  # the attribute holding the classifier (its parameters are named HEAD.*)
+
+    tap_channels: List[int]
+    min_side: int
+    trunk_config: str
+    has_head: bool
+
+    def _finish(self, tap_channels: List[int], has_head: bool) -> None:
+        self.tap_channels = list(tap_channels)
+        self.has_head = has_head
+        self.trunk_config = ""
+        side = 1
+        while min(min(s[1], s[2]) for s in self.tap_shapes(side, side)) < 1:
+            side += 1
+        self.min_side = side
+
+    def tap_shapes(self, height: int, width: int) -> List[Tuple[int, int, int]]:
+        """``(C, H, W)`` of every tap for an input of ``height`` x ``width`` (zero or less: input too small)."""
+        raise NotImplementedError
+
+    @torch.jit.export
+    def min_input_size(self) -> int:
+        """The smallest square side for which every tap has at least one position."""
+        return self.min_side
+
+    def drop_head(self) -> None:
+        """Replaces the (meta-device) classifier by an identity so the trunk can move devices; taps only after."""
+        setattr(self, self.HEAD, nn.Identity())
+        self.has_head = False
+
+    def _require_head(self) -> None:
+        if not self.has_head:
+            raise RuntimeError("this trunk was built with head=False (taps only); load it with head=True for logits")
+
+
+class SequentialTapTrunk(TapTrunk):
     """A trunk whose taps are outputs of chosen layers of a ``features`` ``nn.Sequential``.
 
     features: the convolutional stack (torchvision's ``features``), run in order.
@@ -40,11 +89,10 @@ class SequentialTapTrunk(nn.Module):
             raise ValueError("tap_after must be ascending with one channel count per tap")
         self.features = features
         self.tap_after = list(tap_after)
-        self.tap_channels = list(channels)
         self.avgpool = avgpool
         self.classifier = classifier
         self.flatten_before_classifier = flatten_before_classifier
-        self.has_head = has_head
+        self._finish(channels, has_head)
 
     @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
@@ -62,8 +110,7 @@ class SequentialTapTrunk(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """x: ``[N, 3, H, W]`` preprocessed images -> logits ``[N, num_classes]``."""
-        if not self.has_head:
-            raise RuntimeError("this trunk was built with head=False (taps only); load it with head=True for logits")
+        self._require_head()
         y = self.avgpool(self.features(x))
         if self.flatten_before_classifier:
             y = torch.flatten(y, 1)
@@ -83,13 +130,6 @@ class SequentialTapTrunk(nn.Module):
             if i in self.tap_after:
                 shapes.append((self.tap_channels[self.tap_after.index(i)], h, w))
         return shapes
-
-    def min_input_size(self) -> int:
-        """The smallest square side for which every tap has at least one position."""
-        side = 1
-        while min(min(s[1], s[2]) for s in self.tap_shapes(side, side)) < 1:
-            side += 1
-        return side
 
 
 def _pair(v) -> Tuple[int, int]:

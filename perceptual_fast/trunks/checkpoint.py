@@ -3,21 +3,31 @@
 Formats: ``.safetensors``; torch ``.pt``/``.pth``/``.bin`` read with ``weights_only=True`` (state
 dicts nested under ``state_dict``/``model`` and ``module.``-style prefixes are unwrapped);
 TorchScript archives (their parameters and buffers). Nothing is ever downloaded.
+
+Trunk configs travel with the weights, so a sweep needs only the files: ``save_trunk`` writes a
+safetensors file whose metadata key ``perceptual_fast.trunk`` holds the trunk's JSON config
+(``{"name": "resnet50", "family": "resnet", "depth": 50, "width": 0.25, ...}``); a torch
+checkpoint may carry the same JSON string under that top-level key, and an exported TorchScript
+archive carries it as its ``trunk_config`` attribute. ``read_checkpoint`` returns it when present.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import warnings
 import zipfile
 from pathlib import Path
-from typing import Collection, Dict, Iterable, Mapping, Optional
+from typing import Any, Collection, Dict, Iterable, Mapping, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
 
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
+CONFIG_KEY = "perceptual_fast.trunk"
+
+TrunkConfig = Dict[str, Any]
 
 
 class CheckpointError(ValueError):
@@ -25,47 +35,89 @@ class CheckpointError(ValueError):
 
 
 def read_state_dict(path: str | os.PathLike) -> Dict[str, Tensor]:
-    """Reads a flat ``{name: Tensor}`` from a local weights file, on the CPU.
+    """Reads a flat ``{name: Tensor}`` from a local weights file, on the CPU (see ``read_checkpoint``)."""
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, Tensor], Optional[TrunkConfig]]:
+    """Reads a local weights file: its flat ``{name: Tensor}`` on the CPU and its trunk config, if it holds one.
 
     Raises CheckpointError naming the file and what is wrong with it (missing, truncated or
-    corrupt, not a state dict).
+    corrupt, not a state dict, unreadable config).
     """
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"weights file {str(path)!r} does not exist (nothing is downloaded: give a local file)")
     if path.suffix == ".safetensors":
-        return _read_safetensors(path)
-    if zipfile.is_zipfile(path) and _is_torchscript(path):
-        return _read_torchscript(path)
-    return _read_torch_pickle(path)
+        state, config = _read_safetensors(path)
+    elif is_torchscript_archive(path):
+        module = load_torchscript(path)
+        state = {k: v.detach() for k, v in module.state_dict().items()}
+        config = getattr(module, "trunk_config", None) or None
+    else:
+        state, config = _read_torch_pickle(path)
+    return state, _parse_config(config, path)
 
 
-def _read_safetensors(path: Path) -> Dict[str, Tensor]:
-    from safetensors import SafetensorError
-    from safetensors.torch import load_file
+def _parse_config(text: Optional[str], path: Path) -> Optional[TrunkConfig]:
+    if text is None:
+        return None
+    try:
+        config = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise CheckpointError(f"{str(path)!r}: its {CONFIG_KEY} metadata is not JSON ({err})") from err
+    if not isinstance(config, dict) or "family" not in config:
+        raise CheckpointError(f"{str(path)!r}: its {CONFIG_KEY} metadata is not a trunk config with a 'family': {text[:200]}")
+    return config
+
+
+def save_trunk(trunk: nn.Module, path: str | os.PathLike) -> None:
+    """Writes ``trunk``'s state dict to a ``.safetensors`` file with its config in the metadata.
+
+    The trunk must come from ``load_trunk`` (which records its config); ``load_trunk(path)`` then
+    rebuilds it from the file alone. A head=False trunk is saved without its classifier.
+    """
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    config = getattr(trunk, "trunk_config", "")
+    if path.suffix != ".safetensors":
+        raise ValueError(f"save_trunk writes .safetensors files (config in the metadata); got {str(path)!r}")
+    if not config:
+        raise ValueError("save_trunk needs a trunk built by load_trunk (it records the trunk config the file must carry)")
+    state = {k: v.detach().contiguous() for k, v in trunk.state_dict().items()}
+    save_file(state, str(path), metadata={CONFIG_KEY: config})
+
+
+def _read_safetensors(path: Path) -> Tuple[Dict[str, Tensor], Optional[str]]:
+    from safetensors import SafetensorError, safe_open
 
     try:
-        return load_file(str(path), device="cpu")
+        with safe_open(str(path), framework="pt", device="cpu") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, (f.metadata() or {}).get(CONFIG_KEY)
     except (SafetensorError, OSError, ValueError) as err:
         raise CheckpointError(f"cannot read safetensors file {str(path)!r}: {err} (is it truncated or corrupt?)") from err
 
 
-def _is_torchscript(path: Path) -> bool:
+def is_torchscript_archive(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a TorchScript archive (a zip holding code), not a pickled state dict."""
+    if not zipfile.is_zipfile(path):
+        return False
     with zipfile.ZipFile(path) as archive:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
-def _read_torchscript(path: Path) -> Dict[str, Tensor]:
+def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
+    """Loads a TorchScript archive on the CPU (CheckpointError if it cannot be read)."""
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; archives still load
-            module = torch.jit.load(str(path), map_location="cpu")
+            return torch.jit.load(str(path), map_location="cpu")
     except (RuntimeError, ValueError) as err:
-        raise CheckpointError(f"cannot read TorchScript archive {str(path)!r}: {err}") from err
-    return {k: v.detach() for k, v in module.state_dict().items()}
+        raise CheckpointError(f"cannot read TorchScript archive {str(path)!r}: {err} (is it truncated or corrupt?)") from err
 
 
-def _read_torch_pickle(path: Path) -> Dict[str, Tensor]:
+def _read_torch_pickle(path: Path) -> Tuple[Dict[str, Tensor], Optional[str]]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad pickles/zips; all mean "unreadable"
@@ -73,7 +125,8 @@ def _read_torch_pickle(path: Path) -> Dict[str, Tensor]:
             f"cannot read torch checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: "
             f"{str(err).splitlines()[0] if str(err) else ''} (is it truncated or corrupt, or not a state dict?)"
         ) from err
-    return unwrap_state_dict(obj, source=str(path))
+    config = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
+    return unwrap_state_dict(obj, source=str(path)), config if isinstance(config, str) else None
 
 
 def unwrap_state_dict(obj: object, source: str = "checkpoint") -> Dict[str, Tensor]:
