@@ -4,21 +4,46 @@
 // The Python wrapper (perceptual_fast/backends/cpp.py) checks dtype, device and layout first.
 #include <omp.h>
 #include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
 
 #include <cstdint>
-#include <stdexcept>
+#include <string>
+#include <tuple>
+#include <vector>
 
-#include "csrc/spatial_term_cpu.h"
+#include "csrc/fused_distance.h"
 
 namespace py = pybind11;
 
 namespace {
 
-template <typename T>
-T* as_pointer(std::uintptr_t address, const char* what, bool allow_null = false) {
-  if (address == 0 && !allow_null) throw std::invalid_argument(std::string(what) + " is a null pointer");
-  if (address % alignof(T) != 0) throw std::invalid_argument(std::string(what) + " is not aligned for its dtype");
-  return reinterpret_cast<T*>(address);
+// (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin) per layer, from Python.
+using LayerTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t,
+                              std::int64_t, std::int64_t, std::int64_t, std::uintptr_t>;
+
+perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std::int64_t batch, int count,
+                                     unsigned distances, const std::string& element, std::uintptr_t out) {
+  perceptual_fast::FusedArgs args;
+  for (const auto& t : layers) {
+    perceptual_fast::LayerArgs layer{};
+    layer.maps[0] = std::get<0>(t);
+    layer.maps[1] = std::get<1>(t);
+    layer.maps[2] = std::get<2>(t);
+    layer.batch_stride[0] = std::get<3>(t);
+    layer.batch_stride[1] = std::get<4>(t);
+    layer.batch_stride[2] = std::get<5>(t);
+    layer.channels = std::get<6>(t);
+    layer.positions = std::get<7>(t);
+    layer.lin = std::get<8>(t);
+    args.layers.push_back(layer);
+  }
+  args.batch = batch;
+  args.count = count;
+  args.distances = distances;
+  args.element = perceptual_fast::parse_element_type(element);
+  args.out = out;
+  perceptual_fast::check_fused_args(args);
+  return args;
 }
 
 }  // namespace
@@ -27,22 +52,17 @@ PYBIND11_MODULE(_C, m) {
   m.doc() = "perceptual_fast C++ kernels (CPU; CUDA when built with it)";
 
   m.def(
-      "spatial_term_f32",
-      [](std::uintptr_t y0, std::uintptr_t y1, std::uintptr_t weight, std::uintptr_t out, int64_t batch,
-         int64_t channels, int64_t positions, int64_t stride_n0, int64_t stride_n1, int64_t stride_c,
-         int64_t stride_p) {
-        const perceptual_fast::PairLayout layout{batch, channels, positions, stride_n0, stride_n1, stride_c, stride_p};
-        perceptual_fast::check_pair_layout(layout);
-        if (batch == 0) return;
-        perceptual_fast::spatial_term_cpu(as_pointer<const float>(y0, "y0"), as_pointer<const float>(y1, "y1"),
-                                          as_pointer<const float>(weight, "weight", /*allow_null=*/true),
-                                          as_pointer<float>(out, "out"), layout);
+      "fused_distance_cpu",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
+         const std::string& element, std::uintptr_t out) {
+        const auto args = make_args(layers, batch, count, distances, element, out);
+        py::gil_scoped_release release;
+        perceptual_fast::fused_distance_cpu(args);
       },
-      py::arg("y0"), py::arg("y1"), py::arg("weight"), py::arg("out"), py::arg("batch"), py::arg("channels"),
-      py::arg("positions"), py::arg("stride_n0"), py::arg("stride_n1"), py::arg("stride_c"), py::arg("stride_p"),
-      py::call_guard<py::gil_scoped_release>(),
-      "out[n] = mean_p sum_c w_c (y0/|y0| - y1/|y1|)^2 over float32 feature maps given by data pointers.\n"
-      "weight = 0 means w_c = 1. Strides are in elements; stride_p == 1 (NCHW) or stride_c == 1 (channels_last).");
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
+      "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
+      "lin) per layer (data pointers of NCHW maps; c = 0 for a pair). distances: bit mask (1 spatial, 2 lpips,\n"
+      "4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
 
   m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
   m.attr("has_cuda") = false;

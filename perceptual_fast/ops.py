@@ -1,18 +1,17 @@
 """``fused_distance``: every requested distance for every layer of a pair or a triplet.
 
-The one op the Scorer calls; backends implement it (see perceptual_fast.backends).
+The one op the Scorer calls; backends implement it (see perceptual_fast.backends). A triplet is
+one request: backends that fuse read the reference maps once for both comparisons.
 """
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 from torch import Tensor
 
-from .backends import DistanceRequest, run_request
+from .backends import DistanceRequest, Terms, run_request
 from .distances import check_distance_names, check_lin
-
-Terms = Dict[str, Tensor]
 
 
 def _check_layers(feats_a: Sequence[Tensor], other: Sequence[Tensor], label: str) -> None:
@@ -41,9 +40,9 @@ def fused_distance(
     """
     names = check_distance_names(distances)
     _check_layers(feats_a, feats_b, "feats_b")
+    if feats_c is not None:
+        _check_layers(feats_a, feats_c, "feats_c")
     check_lin(names, lin, len(feats_a))
-    ab = run_request(DistanceRequest(tuple(feats_a), tuple(feats_b), names, lin), backend)
-    if feats_c is None:
-        return ab
-    _check_layers(feats_a, feats_c, "feats_c")
-    return ab, run_request(DistanceRequest(tuple(feats_a), tuple(feats_c), names, lin), backend)
+    feats = tuple(tuple(f) for f in (feats_a, feats_b, feats_c) if f is not None)
+    terms = run_request(DistanceRequest(feats, names, lin), backend)
+    return terms[0] if feats_c is None else (terms[0], terms[1])

@@ -10,31 +10,31 @@ from perceptual_fast.backends import ENV_VAR, DistanceRequest, dispatch_plan
 def _request(distances, dtype=torch.float32, grad=False):
     f0 = [torch.rand(2, 4, 5, 5, dtype=dtype, requires_grad=grad), torch.rand(2, 8, 3, 3, dtype=dtype)]
     f1 = [torch.rand_like(t) for t in f0]
-    return DistanceRequest(tuple(f0), tuple(f1), tuple(distances), [torch.rand(4, dtype=dtype), torch.rand(8, dtype=dtype)])
+    return DistanceRequest((tuple(f0), tuple(f1)), tuple(distances), [torch.rand(4, dtype=dtype), torch.rand(8, dtype=dtype)])
 
 
-def test_auto_sends_spatial_to_cpp_and_the_rest_to_torch():
-    plan, reasons = dispatch_plan(_request(("spatial", "lpips", "meanpool", "style")))
-    assert plan == [("cpp", ("spatial", "lpips")), ("torch", ("meanpool", "style"))]
-    assert reasons["torch"] == []
-    assert any("not meanpool, style" in r for r in reasons["cpp"])
+def test_auto_sends_a_float32_cpu_request_to_cpp():
+    backend, reasons = dispatch_plan(_request(("spatial", "lpips", "meanpool", "style")))
+    assert backend == "cpp" and reasons == {"cpp": [], "torch": []}
 
 
 def test_auto_falls_back_for_float64_and_gradients():
-    assert dispatch_plan(_request(("spatial",), dtype=torch.float64))[0] == [("torch", ("spatial",))]
-    assert dispatch_plan(_request(("spatial",), grad=True))[0] == [("torch", ("spatial",))]
+    backend, reasons = dispatch_plan(_request(("spatial",), dtype=torch.float64))
+    assert backend == "torch" and any("float32 or bfloat16" in r for r in reasons["cpp"])
+    backend, reasons = dispatch_plan(_request(("spatial",), grad=True))
+    assert backend == "torch" and reasons["cpp"] == ["it has no backward and gradients are needed"]
     with torch.no_grad():  # no gradients needed: the kernel can take it
-        assert dispatch_plan(_request(("spatial",), grad=True))[0] == [("cpp", ("spatial",))]
+        assert dispatch_plan(_request(("spatial",), grad=True))[0] == "cpp"
 
 
 def test_explicit_backend_that_cannot_run_says_why():
-    with pytest.raises(pf.BackendUnavailable, match=r"backend 'cpp' cannot run this request: .*not meanpool.*float32 features only"):
+    with pytest.raises(pf.BackendUnavailable, match=r"backend 'cpp' cannot run this request: .*float32 or bfloat16 features"):
         dispatch_plan(_request(("meanpool",), dtype=torch.float64), backend="cpp")
 
 
 def test_environment_variable_overrides(monkeypatch):
     monkeypatch.setenv(ENV_VAR, "torch")
-    assert dispatch_plan(_request(("spatial",)), backend="cpp")[0] == [("torch", ("spatial",))]
+    assert dispatch_plan(_request(("spatial",)), backend="cpp")[0] == "torch"
     monkeypatch.setenv(ENV_VAR, "gpu")
     with pytest.raises(ValueError, match=r"PERCEPTUAL_FAST_BACKEND='gpu' is not a backend"):
         dispatch_plan(_request(("spatial",)))

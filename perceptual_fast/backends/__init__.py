@@ -1,7 +1,7 @@
 """Backends of the distance op and the dispatch between them (DESIGN.md section 5).
 
-``backend="auto"`` gives each requested distance to the first backend, in preference order,
-that can take it; an explicit backend that cannot run the request raises BackendUnavailable
+``backend="auto"`` gives the request to the first backend, in preference order, that can take
+it; an explicit backend that cannot run the request raises BackendUnavailable
 with its reasons. The environment variable ``PERCEPTUAL_FAST_BACKEND`` overrides the argument.
 """
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from typing import Dict, List, Sequence, Tuple
 
-from .base import Backend, BackendUnavailable, DistanceRequest
+from .base import Backend, BackendUnavailable, DistanceRequest, Terms
 from .cpp import CppBackend
 from .torch_backend import TorchBackend
 
@@ -29,33 +29,25 @@ def requested_backend(backend: str = "auto") -> str:
     return name
 
 
-def dispatch_plan(request: DistanceRequest, backend: str = "auto") -> Tuple[List[Tuple[str, tuple]], Dict[str, List[str]]]:
-    """Which backend computes which distances, and why the others were passed over.
+def dispatch_plan(request: DistanceRequest, backend: str = "auto") -> Tuple[str, Dict[str, List[str]]]:
+    """Which backend runs ``request``, and every backend's reasons for not taking it.
 
-    Returns ``([(backend_name, distances), ...], {backend_name: reasons})``; the reasons are
-    those each backend gave for the whole request.
+    ``auto`` picks the first backend in preference order that can take the whole request (the
+    fused op runs as one call); an explicit backend that cannot raises BackendUnavailable.
     """
     name = requested_backend(backend)
     reasons = {b.name: b.unsupported(request) for b in BACKENDS.values()}
-    if name != "auto":
-        if reasons[name]:
-            raise BackendUnavailable(f"backend {name!r} cannot run this request: " + "; ".join(reasons[name]))
-        return [(name, request.distances)], reasons
-    assigned: Dict[str, List[str]] = {}
-    for distance in request.distances:
-        one = request.restricted([distance])
-        chosen = next(b.name for b in BACKENDS.values() if not b.unsupported(one))
-        assigned.setdefault(chosen, []).append(distance)
-    return [(b, tuple(d)) for b, d in assigned.items()], reasons
+    if name == "auto":
+        return next(b for b, why in reasons.items() if not why), reasons
+    if reasons[name]:
+        raise BackendUnavailable(f"backend {name!r} cannot run this request: " + "; ".join(reasons[name]))
+    return name, reasons
 
 
-def run_request(request: DistanceRequest, backend: str = "auto") -> Dict[str, object]:
-    """Computes ``{name: [N, L]}`` for every requested distance, each on its dispatched backend."""
-    plan, _ = dispatch_plan(request, backend)
-    out: Dict[str, object] = {}
-    for name, distances in plan:
-        out.update(BACKENDS[name].layer_terms(request.restricted(distances)))
-    return {d: out[d] for d in request.distances}
+def run_request(request: DistanceRequest, backend: str = "auto") -> List[Terms]:
+    """One ``{name: [N, L]}`` per comparison (a-b, then a-c for a triplet), on the dispatched backend."""
+    name, _ = dispatch_plan(request, backend)
+    return BACKENDS[name].compute(request)
 
 
 def available_backends(request: DistanceRequest) -> Sequence[str]:
@@ -68,6 +60,7 @@ __all__ = [
     "Backend",
     "BackendUnavailable",
     "DistanceRequest",
+    "Terms",
     "ENV_VAR",
     "available_backends",
     "dispatch_plan",

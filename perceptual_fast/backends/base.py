@@ -1,38 +1,42 @@
-"""The backend contract shared by every implementation of the distance op."""
+"""The backend contract shared by every implementation of the fused distance op."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
+Terms = Dict[str, Tensor]
+
 
 @dataclass(frozen=True)
 class DistanceRequest:
-    """One call of the distance op: per-layer feature maps of a pair, and what to compute.
+    """One call of the distance op: per-layer feature maps of a pair or a triplet, and what to compute.
 
-    feats0, feats1: L tensors ``[N, C_l, H_l, W_l]`` (same shapes pairwise, any across layers).
+    feats: 2 or 3 lists of L tensors ``[N, C_l, H_l, W_l]`` (same shapes across the lists, any
+        across layers); every list after the first is compared with the first (a triplet reads
+        the reference once for both comparisons).
     distances: names among ``perceptual_fast.distances.DISTANCES``.
     lin: L channel-weight vectors ``[C_l]`` for ``lpips``, else None.
     """
 
-    feats0: Sequence[Tensor]
-    feats1: Sequence[Tensor]
+    feats: Tuple[Tuple[Tensor, ...], ...]
     distances: tuple
     lin: Optional[Sequence[Tensor]] = None
 
     @property
-    def needs_grad(self) -> bool:
-        return torch.is_grad_enabled() and any(t.requires_grad for t in (*self.feats0, *self.feats1))
+    def tensors(self) -> List[Tensor]:
+        return [t for layer_list in self.feats for t in layer_list]
 
-    def restricted(self, distances: Sequence[str]) -> "DistanceRequest":
-        return DistanceRequest(self.feats0, self.feats1, tuple(distances), self.lin)
+    @property
+    def needs_grad(self) -> bool:
+        return torch.is_grad_enabled() and any(t.requires_grad for t in self.tensors)
 
 
 class Backend:
-    """An implementation of the distance op. Subclasses set ``name`` and implement both methods."""
+    """An implementation of the fused distance op. Subclasses set ``name`` and implement both methods."""
 
     name = "?"
 
@@ -40,8 +44,8 @@ class Backend:
         """Why this backend cannot take ``request`` (empty list: it can)."""
         raise NotImplementedError
 
-    def layer_terms(self, request: DistanceRequest) -> Dict[str, Tensor]:
-        """``{name: [N, L]}`` float32 (float64 where the backend keeps it) for every requested distance."""
+    def compute(self, request: DistanceRequest) -> List[Terms]:
+        """One ``{name: [N, L]}`` per comparison (a-b, then a-c for a triplet)."""
         raise NotImplementedError
 
 

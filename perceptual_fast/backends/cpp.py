@@ -1,20 +1,27 @@
-"""The ``cpp`` backend: OpenMP + SIMD CPU kernels from the ``perceptual_fast._C`` extension.
+"""The ``cpp`` backend: the fused OpenMP + SIMD CPU kernel of perceptual_fast._C.
 
-Implemented so far: the ``spatial`` and ``lpips`` terms (kernels/cpu/spatial_term.h) for float32
-CPU tensors in NCHW or channels_last layout. It has no backward: when gradients are needed the
-dispatcher uses the ``torch`` backend instead.
+kernels/cpu/fused_distance.h computes every requested distance of every layer in one call,
+reading each feature element from memory once and the reference once for a triplet. It takes
+float32 or bfloat16 CPU maps (float32 accumulation, float32 results); maps that are not
+NCHW-contiguous per sample (channels_last, strided views) are copied to NCHW first. It has no
+backward: when gradients are needed the dispatcher uses the ``torch`` backend instead.
 """
 
 from __future__ import annotations
 
-from typing import Dict, List, Optional
+from typing import List
 
 import torch
 from torch import Tensor
 
-from .base import Backend, DistanceRequest
+from ..distances import DISTANCES
+from .base import Backend, DistanceRequest, Terms
 
-SUPPORTED = ("spatial", "lpips")
+_ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
+
+# Slot order of the kernel's output (kernels/cpu/fused_distance.h, enum Distance).
+DISTANCES_ORDER = ("spatial", "lpips", "meanpool", "style")
+assert set(DISTANCES_ORDER) == set(DISTANCES)
 
 
 def load_extension():
@@ -27,51 +34,36 @@ def load_extension():
         return err
 
 
-def _same_layout(y0: Tensor, y1: Tensor) -> tuple:
-    """Both maps in one layout the kernel reads without copies when possible: NCHW or channels_last."""
-    if y0.is_contiguous() and y1.is_contiguous():
-        return y0, y1
-    if y0.is_contiguous(memory_format=torch.channels_last) and y1.is_contiguous(memory_format=torch.channels_last):
-        return y0, y1
-    return y0.contiguous(), y1.contiguous()
+def _nchw(t: Tensor) -> Tensor:
+    """A view whose samples are NCHW-contiguous (any batch stride), copying only when needed."""
+    c, h, w = t.shape[1:]
+    if t.stride()[1:] == (h * w, w, 1):
+        return t
+    return t.contiguous()
 
 
-def spatial_term_cpp(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-    """``mean_hw sum_c w_c (ŷ0 - ŷ1)^2`` on the CPU kernel.
-
-    y0, y1: ``[N, C, H, W]`` float32 CPU tensors, NCHW or channels_last (others are copied).
-    weight: ``[C]`` or None. Returns ``[N]`` float32.
-    """
+def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
+    """Runs ``request`` on the CPU kernel: one ``{name: [N, L]}`` float32 per comparison."""
     ext = load_extension()
     if isinstance(ext, ImportError):
         raise ext
-    if y0.shape != y1.shape or y0.dim() != 4:
-        raise ValueError(f"need two [N, C, H, W] maps of one shape; got {tuple(y0.shape)} and {tuple(y1.shape)}")
-    if y0.dtype != torch.float32 or y1.dtype != torch.float32 or y0.device.type != "cpu" or y1.device.type != "cpu":
-        raise ValueError("the cpp kernel takes float32 CPU tensors")
-    n, c, h, w = y0.shape
-    y0, y1 = _same_layout(y0.detach(), y1.detach())
-    planar = y0.is_contiguous() and y1.is_contiguous()
-    if weight is not None:
-        weight = weight.detach().to(device="cpu", dtype=torch.float32).contiguous()
-        if weight.shape != (c,):
-            raise ValueError(f"channel weights must have shape [{c}], got {tuple(weight.shape)}")
-    # NaN-filled, so an element the kernel fails to write cannot pass for a result.
-    out = torch.full((n,), float("nan"), dtype=torch.float32)
-    ext.spatial_term_f32(
-        y0.data_ptr(),
-        y1.data_ptr(),
-        0 if weight is None else weight.data_ptr(),
-        out.data_ptr(),
-        n,
-        c,
-        h * w,
-        y0.stride(0),
-        y1.stride(0),
-        y0.stride(1),
-        1 if planar else y0.stride(3),
-    )
-    return out
+    feats = [[_nchw(t.detach()) for t in layer_list] for layer_list in request.feats]
+    count, n, layers = len(feats), feats[0][0].shape[0], len(feats[0])
+    lin = None
+    if "lpips" in request.distances:
+        lin = [w.detach().to(device="cpu", dtype=torch.float32).contiguous() for w in request.lin]
+    rows = []
+    for layer in range(layers):
+        maps = [feats[k][layer] for k in range(count)]
+        c, h, w = maps[0].shape[1:]
+        ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
+        strides = [m.stride(0) for m in maps] + [0] * (3 - count)
+        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr()))
+    mask = sum(1 << DISTANCES_ORDER.index(d) for d in request.distances)
+    # NaN-filled, so any element the kernel fails to write cannot pass for a result.
+    out = torch.full((len(DISTANCES_ORDER), count - 1, n, layers), float("nan"), dtype=torch.float32)
+    ext.fused_distance_cpu(rows, n, count, mask, _ELEMENT[feats[0][0].dtype], out.data_ptr())
+    return [{d: out[DISTANCES_ORDER.index(d), q] for d in request.distances} for q in range(count - 1)]
 
 
 class CppBackend(Backend):
@@ -82,24 +74,15 @@ class CppBackend(Backend):
         ext = load_extension()
         if isinstance(ext, ImportError):
             reasons.append(f"the compiled extension perceptual_fast._C is not importable ({ext})")
-        other = [d for d in request.distances if d not in SUPPORTED]
-        if other:
-            reasons.append(f"it implements {', '.join(SUPPORTED)} only, not {', '.join(other)}")
-        tensors = (*request.feats0, *request.feats1)
+        tensors = request.tensors
         if any(t.device.type != "cpu" for t in tensors):
             reasons.append("it runs on CPU tensors only")
-        if any(t.dtype != torch.float32 for t in tensors):
-            reasons.append(f"it takes float32 features only, got {sorted({str(t.dtype) for t in tensors})}")
+        dtypes = {t.dtype for t in tensors}
+        if len(dtypes) != 1 or not dtypes <= set(_ELEMENT):
+            reasons.append(f"it takes float32 or bfloat16 features of one dtype, got {sorted(map(str, dtypes))}")
         if request.needs_grad:
             reasons.append("it has no backward and gradients are needed")
         return reasons
 
-    def layer_terms(self, request: DistanceRequest) -> Dict[str, Tensor]:
-        out = {}
-        for name in request.distances:
-            cols = [
-                spatial_term_cpp(a, b, request.lin[i] if name == "lpips" else None)
-                for i, (a, b) in enumerate(zip(request.feats0, request.feats1))
-            ]
-            out[name] = torch.stack(cols, dim=1)
-        return out
+    def compute(self, request: DistanceRequest) -> List[Terms]:
+        return fused_distance_cpp(request)

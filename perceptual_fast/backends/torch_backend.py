@@ -1,13 +1,11 @@
-"""The ``torch`` backend: the reference of perceptual_fast.distances, on any device and dtype."""
+"""The ``torch`` backend: the reference of perceptual_fast.distances, on any device and dtype, differentiable."""
 
 from __future__ import annotations
 
-from typing import Dict, List
-
-from torch import Tensor
+from typing import List
 
 from ..distances import layer_terms
-from .base import Backend, DistanceRequest
+from .base import Backend, DistanceRequest, Terms
 
 
 class TorchBackend(Backend):
@@ -16,5 +14,6 @@ class TorchBackend(Backend):
     def unsupported(self, request: DistanceRequest) -> List[str]:
         return []
 
-    def layer_terms(self, request: DistanceRequest) -> Dict[str, Tensor]:
-        return layer_terms(request.feats0, request.feats1, request.distances, request.lin)
+    def compute(self, request: DistanceRequest) -> List[Terms]:
+        ref = request.feats[0]
+        return [layer_terms(ref, other, request.distances, request.lin) for other in request.feats[1:]]

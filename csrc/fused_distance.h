@@ -1,0 +1,40 @@
+// Host-side description of one fused distance call, shared by the CPU and CUDA launchers.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace perceptual_fast {
+
+// One layer (tap): the maps of the reference `a` and of `b` (and `c` for a triplet), each
+// [N, C, H, W] with NCHW-contiguous samples (channel stride H*W, position stride 1) and its own
+// batch stride; `lin` points at C float32 lpips weights or is 0.
+struct LayerArgs {
+  std::uintptr_t maps[3];
+  std::int64_t batch_stride[3];
+  std::int64_t channels;
+  std::int64_t positions;
+  std::uintptr_t lin;
+};
+
+enum class ElementType { kFloat32, kBFloat16 };
+
+struct FusedArgs {
+  std::vector<LayerArgs> layers;
+  std::int64_t batch;     // N
+  int count;              // 2 (pair) or 3 (triplet: b and c both compared with a)
+  unsigned distances;     // bit d set: compute distance d (cpu::Distance order: spatial, lpips, meanpool, style)
+  ElementType element;    // of every map
+  std::uintptr_t out;     // float32 [4, count - 1, N, L]; only the requested distances are written
+};
+
+// Throws std::invalid_argument naming the first problem found.
+void check_fused_args(const FusedArgs& args);
+
+ElementType parse_element_type(const std::string& name);
+
+// CPU: OpenMP over (sample, layer) work items, largest layers first.
+void fused_distance_cpu(const FusedArgs& args);
+
+}  // namespace perceptual_fast

@@ -1,0 +1,254 @@
+// The fused distance op of DESIGN.md section 5 for one (sample, layer) work item on the CPU:
+// every requested distance (spatial, lpips, meanpool, style) between a reference map `a` and one
+// or two other maps (`b`, and `c` for a triplet), each [C, HW] planar (NCHW, positions
+// contiguous), float32 or bfloat16, accumulated in float32/float64.
+//
+// Phase 1 walks the positions in tiles small enough to stay in L1/L2 and reads each feature
+// element from memory once: per-position channel norms, the spatial / lpips terms (difference of
+// normalised vectors, so identical inputs give exactly 0), per-channel sums for meanpool, and --
+// only when style is requested -- the normalised maps into a per-thread scratch buffer.
+// Phase 2 (style) accumulates the Gram *difference* D = Ga - Gb block by block over the upper
+// triangle (D is symmetric), straight from the scratch, and keeps only sum(D^2): no Gram matrix
+// is stored. A triplet computes each a_i a_j product once for both comparisons.
+//
+// Pure math on raw pointers: no Python, no torch. The launcher is csrc/fused_distance_cpu.cpp.
+#pragma once
+
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+#include <vector>
+
+namespace perceptual_fast {
+namespace cpu {
+
+// Output slots, in this order, of the [4, pairs, N, L] result buffer.
+enum Distance : int { kSpatial = 0, kLpips = 1, kMeanpool = 2, kStyle = 3, kNumDistances = 4 };
+
+constexpr float kNormEps = 1e-10f;
+
+#if defined(__AVX512F__)
+constexpr int kLanes = 16;
+#else
+constexpr int kLanes = 8;
+#endif
+typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
+
+// Gram-difference register block: kBlockI x kBlockJ channel pairs per step (channels are
+// padded to a multiple of 4 in the scratch, positions to a multiple of kLanes).
+constexpr int kBlockI = 2;
+constexpr int kBlockJ = 4;
+constexpr int64_t kChannelPad = 4;
+
+inline float to_float(float v) { return v; }
+inline float to_float(uint16_t bf16) {  // bfloat16 is the upper half of a float32
+  const uint32_t bits = static_cast<uint32_t>(bf16) << 16;
+  float f;
+  std::memcpy(&f, &bits, sizeof f);
+  return f;
+}
+
+inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
+
+inline vfloat load_vector(const float* p) {
+  vfloat v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+inline double horizontal_sum(vfloat v) {
+  double s = 0.0;
+  for (int k = 0; k < kLanes; ++k) s += v[k];
+  return s;
+}
+
+// One work item: maps[0] is the reference, maps[1..count-1] the images compared with it.
+template <typename T>
+struct WorkItem {
+  const T* maps[3];
+  int count;          // 2 (pair) or 3 (triplet)
+  int64_t channels;   // C
+  int64_t positions;  // HW
+  const float* lin;   // [C] lpips channel weights, or null
+};
+
+// Per-thread buffers, grown to the largest layer and reused across work items.
+struct Scratch {
+  std::vector<float> normalised;  // [count][C_pad][HW_pad] when style is requested
+  std::vector<double> channel_sums;  // [count][C]
+  std::vector<float> inv_norm;  // [count][tile]
+  std::vector<float> acc;  // [2 * tile]
+};
+
+// Positions per phase-1 tile: about 64 KiB of one map, at least one vector, at most 256.
+inline int64_t phase1_tile(int64_t channels) {
+  return std::max<int64_t>(kLanes, std::min<int64_t>(256, round_up(16384 / std::max<int64_t>(channels, 1), kLanes)));
+}
+
+// results[d * 2 + q]: distance d of comparison q (a vs b: q = 0, a vs c: q = 1).
+template <typename T>
+void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_meanpool, bool want_style,
+            Scratch& s, double* results) {
+  const int64_t C = w.channels, HW = w.positions;
+  const int64_t tile = phase1_tile(C);
+  const int64_t c_pad = round_up(C, kChannelPad), hw_pad = round_up(HW, kLanes);
+  s.inv_norm.assign(static_cast<size_t>(w.count * tile), 0.f);
+  s.acc.assign(static_cast<size_t>(2 * tile), 0.f);
+  if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
+  if (want_style) s.normalised.assign(static_cast<size_t>(w.count * c_pad * hw_pad), 0.f);  // zero padding
+  double spatial[2] = {0.0, 0.0}, lpips[2] = {0.0, 0.0};
+
+  for (int64_t first = 0; first < HW; first += tile) {
+    const int64_t n = std::min(tile, HW - first);
+    for (int k = 0; k < w.count; ++k) {
+      float* inv = s.inv_norm.data() + k * tile;
+      std::fill(inv, inv + n, 0.f);
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = w.maps[k] + c * HW + first;
+#pragma omp simd
+        for (int64_t p = 0; p < n; ++p) {
+          const float v = to_float(row[p]);
+          inv[p] += v * v;
+        }
+      }
+#pragma omp simd
+      for (int64_t p = 0; p < n; ++p) inv[p] = 1.f / (std::sqrt(inv[p]) + kNormEps);
+      if (want_meanpool) {
+        double* sums = s.channel_sums.data() + k * C;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* row = w.maps[k] + c * HW + first;
+          float t = 0.f;
+#pragma omp simd reduction(+ : t)
+          for (int64_t p = 0; p < n; ++p) t += to_float(row[p]);
+          sums[c] += t;
+        }
+      }
+      if (want_style) {
+        float* out = s.normalised.data() + k * c_pad * hw_pad;
+        for (int64_t c = 0; c < C; ++c) {
+          const T* row = w.maps[k] + c * HW + first;
+          float* dst = out + c * hw_pad + first;
+#pragma omp simd
+          for (int64_t p = 0; p < n; ++p) dst[p] = to_float(row[p]) * inv[p];
+        }
+      }
+    }
+    if (want_spatial || want_lpips) {
+      const float* inv_a = s.inv_norm.data();
+      for (int q = 0; q + 1 < w.count; ++q) {
+        const float* inv_x = s.inv_norm.data() + (q + 1) * tile;
+        float* acc = s.acc.data();
+        float* acc_w = s.acc.data() + tile;
+        std::fill(acc, acc + 2 * tile, 0.f);
+        for (int64_t c = 0; c < C; ++c) {
+          const T* ra = w.maps[0] + c * HW + first;
+          const T* rx = w.maps[q + 1] + c * HW + first;
+          const float wc = w.lin != nullptr ? w.lin[c] : 0.f;
+#pragma omp simd
+          for (int64_t p = 0; p < n; ++p) {
+            const float d = to_float(ra[p]) * inv_a[p] - to_float(rx[p]) * inv_x[p];
+            acc[p] += d * d;
+            acc_w[p] += wc * d * d;
+          }
+        }
+        for (int64_t p = 0; p < n; ++p) {
+          spatial[q] += acc[p];
+          lpips[q] += acc_w[p];
+        }
+      }
+    }
+  }
+  for (int q = 0; q + 1 < w.count; ++q) {
+    results[kSpatial * 2 + q] = spatial[q] / static_cast<double>(HW);
+    results[kLpips * 2 + q] = lpips[q] / static_cast<double>(HW);
+  }
+  if (want_meanpool) {
+    // n(m) = m / (|m| + eps) with m the channel means of the raw features.
+    double scale[3];
+    for (int k = 0; k < w.count; ++k) {
+      const double* sums = s.channel_sums.data() + k * C;
+      double sq = 0.0;
+      for (int64_t c = 0; c < C; ++c) sq += (sums[c] / HW) * (sums[c] / HW);
+      scale[k] = 1.0 / (static_cast<double>(HW) * (std::sqrt(sq) + kNormEps));
+    }
+    for (int q = 0; q + 1 < w.count; ++q) {
+      const double* sa = s.channel_sums.data();
+      const double* sx = s.channel_sums.data() + (q + 1) * C;
+      double total = 0.0;
+      for (int64_t c = 0; c < C; ++c) {
+        const double d = sa[c] * scale[0] - sx[c] * scale[q + 1];
+        total += d * d;
+      }
+      results[kMeanpool * 2 + q] = total / static_cast<double>(C);
+    }
+  }
+}
+
+// sum over the channel-pair block [i0, i0 + kBlockI) x [j0, j0 + kBlockJ) of D_ij^2 (times HW^2),
+// for D = Ga - Gb (and Ga - Gc when kTriplet), from the zero-padded normalised maps.
+template <bool kTriplet>
+inline void gram_difference_block(const float* na, const float* nb, const float* nc, int64_t hw_pad, int64_t i0,
+                                  int64_t j0, double* sum_ab, double* sum_ac) {
+  vfloat d_ab[kBlockI][kBlockJ] = {};
+  vfloat d_ac[kBlockI][kBlockJ] = {};
+  for (int64_t p = 0; p < hw_pad; p += kLanes) {
+    vfloat ai[kBlockI], bi[kBlockI], ci[kBlockI];
+    for (int ii = 0; ii < kBlockI; ++ii) {
+      ai[ii] = load_vector(na + (i0 + ii) * hw_pad + p);
+      bi[ii] = load_vector(nb + (i0 + ii) * hw_pad + p);
+      if (kTriplet) ci[ii] = load_vector(nc + (i0 + ii) * hw_pad + p);
+    }
+    for (int jj = 0; jj < kBlockJ; ++jj) {
+      const vfloat aj = load_vector(na + (j0 + jj) * hw_pad + p);
+      const vfloat bj = load_vector(nb + (j0 + jj) * hw_pad + p);
+      vfloat cj = {};
+      if (kTriplet) cj = load_vector(nc + (j0 + jj) * hw_pad + p);
+      for (int ii = 0; ii < kBlockI; ++ii) {
+        const vfloat t = ai[ii] * aj;
+        d_ab[ii][jj] += t - bi[ii] * bj;
+        if (kTriplet) d_ac[ii][jj] += t - ci[ii] * cj;
+      }
+    }
+  }
+  for (int ii = 0; ii < kBlockI; ++ii) {
+    for (int jj = 0; jj < kBlockJ; ++jj) {
+      const double ab = horizontal_sum(d_ab[ii][jj]);
+      *sum_ab += ab * ab;
+      if (kTriplet) {
+        const double ac = horizontal_sum(d_ac[ii][jj]);
+        *sum_ac += ac * ac;
+      }
+    }
+  }
+}
+
+// Style terms (1/C^2) |Ga - Gx|_F^2 with G = N N^T / HW, from the normalised scratch of phase 1.
+// D is symmetric: 4x4 channel blocks on the diagonal count once, those above it twice.
+template <bool kTriplet>
+void phase2_style(int64_t C, int64_t HW, const Scratch& s, double* results) {
+  static_assert(kChannelPad == kBlockJ && kChannelPad % kBlockI == 0, "4x4 blocks are built from kBlockI x kBlockJ ones");
+  const int64_t c_pad = round_up(C, kChannelPad), hw_pad = round_up(HW, kLanes);
+  const float* na = s.normalised.data();
+  const float* nb = na + c_pad * hw_pad;
+  const float* nc = kTriplet ? nb + c_pad * hw_pad : nullptr;
+  double total_ab = 0.0, total_ac = 0.0;
+  for (int64_t i0 = 0; i0 < c_pad; i0 += kChannelPad) {
+    for (int64_t j0 = i0; j0 < c_pad; j0 += kChannelPad) {
+      double ab = 0.0, ac = 0.0;
+      for (int64_t r = i0; r < i0 + kChannelPad; r += kBlockI) {
+        gram_difference_block<kTriplet>(na, nb, nc, hw_pad, r, j0, &ab, &ac);
+      }
+      const double weight = j0 == i0 ? 1.0 : 2.0;
+      total_ab += weight * ab;
+      total_ac += weight * ac;
+    }
+  }
+  // D above is HW * (Ga - Gx): divide by HW^2, then by C^2.
+  const double norm = static_cast<double>(HW) * HW * static_cast<double>(C) * C;
+  results[kStyle * 2 + 0] = total_ab / norm;
+  if (kTriplet) results[kStyle * 2 + 1] = total_ac / norm;
+}
+
+}  // namespace cpu
+}  // namespace perceptual_fast

@@ -1,0 +1,145 @@
+"""The fused distance op: every backend against the float64 reference, pairs and triplets,
+odd shapes, NaN-poisoned outputs, bf16 input, gradients."""
+
+import pytest
+import torch
+
+import perceptual_fast as pf
+from perceptual_fast import _C
+from perceptual_fast import distances as D
+from perceptual_fast.backends import DistanceRequest
+from perceptual_fast.backends.cpp import fused_distance_cpp
+
+# Per layer (C, H, W): C=3, 17x23 and 1x1 maps, odd channel counts (not multiples of the 4-channel
+# blocks), maps larger than one tile, and the vgg16 / alexnet first-tap shapes.
+LAYERS = [(3, 17, 23), (1, 1, 1), (7, 1, 1), (13, 9, 11), (64, 15, 15), (384, 3, 3), (5, 41, 37)]
+CPU_BACKENDS = ["cpp", "torch"]
+TOLERANCE = {torch.float32: dict(rtol=1e-5, atol=1e-9), torch.bfloat16: dict(rtol=1e-5, atol=1e-9)}
+
+
+def make_feats(batch, layers, count, seed, dtype=torch.float32, zero_positions=True):
+    """`count` lists of ReLU'd feature maps; each later list is the first plus noise (realistic distances)."""
+    g = torch.Generator().manual_seed(seed)
+    first = [torch.relu(torch.randn(batch, *s, generator=g)) for s in layers]
+    out = [first] + [[torch.relu(t + 0.4 * torch.randn(t.shape, generator=g)) for t in first] for _ in range(count - 1)]
+    if zero_positions:  # all-zero feature vectors, as ReLU taps have
+        for t in out[0]:
+            t[:, :, 0, 0] = 0.0
+    return [[t.to(dtype) for t in lst] for lst in out]
+
+
+def reference(feats, lin):
+    f64 = [[t.double() for t in lst] for lst in feats]
+    w64 = [w.double() for w in lin]
+    return [D.layer_terms(f64[0], other, D.DISTANCES, w64) for other in f64[1:]]
+
+
+@pytest.mark.parametrize("count", [2, 3])
+@pytest.mark.parametrize("batch", [1, 4])
+@pytest.mark.parametrize("backend", CPU_BACKENDS)
+def test_every_backend_equals_the_float64_reference(backend, batch, count):
+    feats = make_feats(batch, LAYERS, count, seed=batch * 10 + count)
+    lin = [torch.rand(s[0]) for s in LAYERS]
+    want = reference(feats, lin)
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend=backend)
+    got = [got] if count == 2 else list(got)
+    for g, w in zip(got, want):
+        for name in D.DISTANCES:
+            assert g[name].shape == (batch, len(LAYERS)) and g[name].dtype == torch.float32
+            assert torch.isfinite(g[name]).all()
+            torch.testing.assert_close(g[name].double(), w[name], **TOLERANCE[torch.float32], msg=name)
+
+
+@pytest.mark.parametrize("subset", [("spatial",), ("style",), ("meanpool", "lpips"), ("style", "spatial")])
+def test_cpp_subsets_write_only_what_was_asked(subset):
+    feats = make_feats(3, LAYERS[:4], 3, seed=1)
+    lin = [torch.rand(s[0]) for s in LAYERS[:4]]
+    got = fused_distance_cpp(DistanceRequest(tuple(map(tuple, feats)), subset, lin))
+    want = reference(feats, lin)
+    for g, w in zip(got, want):
+        assert set(g) == set(subset)
+        for name in subset:
+            torch.testing.assert_close(g[name].double(), w[name], rtol=1e-5, atol=1e-9)
+
+
+def test_kernel_writes_every_requested_output_into_a_poisoned_buffer(poisoned):
+    feats = make_feats(5, [(13, 9, 11), (6, 2, 3)], 3, seed=2)
+    rows = []
+    for layer in range(2):
+        a, b, c = (feats[k][layer] for k in range(3))
+        rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1], a.shape[2] * a.shape[3], 0))
+    out = poisoned(4, 2, 5, 2)
+    _C.fused_distance_cpu(rows, 5, 3, 0b1101, "float32", out.data_ptr())  # spatial, meanpool, style
+    assert torch.isfinite(out[[0, 2, 3]]).all()
+    assert torch.isnan(out[1]).all()  # lpips was not asked for: untouched
+
+
+def test_layout_views_and_copies():
+    """channels_last and batch-strided views give the same answer as contiguous maps."""
+    feats = make_feats(4, [(16, 7, 9), (5, 3, 3)], 2, seed=3)
+    want = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+    cl = [[t.to(memory_format=torch.channels_last) for t in lst] for lst in feats]
+    strided = [[torch.cat([t, t], dim=1)[:, : t.shape[1]] for t in lst] for lst in feats]  # batch stride 2*C*H*W
+    assert strided[0][0].stride(0) == 2 * feats[0][0][0].numel() and not strided[0][0].is_contiguous()
+    for variant in (cl, strided):
+        got = pf.fused_distance(*variant, distances=D.DISTANCES[1:], backend="cpp")
+        for name in want:
+            torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=0)
+
+
+def test_identical_inputs_give_exact_zeros():
+    feats = make_feats(3, LAYERS, 2, seed=4)
+    same = [[t.clone() for t in feats[0]], [t.clone() for t in feats[0]]]
+    lin = [torch.rand(s[0]) for s in LAYERS]
+    got = pf.fused_distance(*same, distances=D.DISTANCES, lin=lin, backend="cpp")
+    for name in D.DISTANCES:
+        assert torch.equal(got[name], torch.zeros(3, len(LAYERS))), name
+
+
+def test_bf16_input_accumulates_in_float32():
+    feats = make_feats(2, LAYERS[:5], 2, seed=5, dtype=torch.bfloat16)
+    lin = [torch.rand(s[0]) for s in LAYERS[:5]]
+    want = reference(feats, lin)[0]  # the same bf16 values, widened exactly to float64
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend="cpp")
+    for name in D.DISTANCES:
+        assert got[name].dtype == torch.float32
+        torch.testing.assert_close(got[name].double(), want[name], **TOLERANCE[torch.bfloat16], msg=name)
+
+
+def test_result_does_not_depend_on_scheduling():
+    feats = make_feats(6, LAYERS, 3, seed=6)
+    first = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+    for _ in range(3):
+        again = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+        assert all(torch.equal(a, b) for x, y in zip(first, again) for a, b in zip(x.values(), y.values()))
+
+
+def test_gradients_of_the_fused_op_match_the_reference():
+    layers = LAYERS[2:6]  # not the 1-channel 1x1 map, whose normalised value (and so gradient) is constant
+    feats = make_feats(2, layers, 3, seed=7, zero_positions=False)
+    lin = [torch.rand(s[0]) for s in layers]
+    grads = {}
+    for backend in ("auto", "torch"):
+        leaves = [[t.clone().requires_grad_() for t in lst] for lst in feats]
+        ab, ac = pf.fused_distance(*leaves, distances=D.DISTANCES, lin=lin, backend=backend)
+        (sum(v.sum() for v in ab.values()) + 2 * sum(v.sum() for v in ac.values())).backward()
+        grads[backend] = [t.grad for lst in leaves for t in lst]
+    for g_auto, g_ref in zip(grads["auto"], grads["torch"]):
+        assert torch.isfinite(g_auto).all() and g_auto.abs().sum() > 0
+        torch.testing.assert_close(g_auto, g_ref)
+
+
+def test_kernel_argument_errors_are_clear():
+    a = torch.rand(1, 2, 2, 2)
+    row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0)
+    out = torch.empty(4, 1, 1, 1)
+    with pytest.raises(ValueError, match="count must be 2 \\(pair\\) or 3"):
+        _C.fused_distance_cpu([row], 1, 4, 1, "float32", out.data_ptr())
+    with pytest.raises(ValueError, match="layer 0: channel count must be >= 1"):
+        _C.fused_distance_cpu([row[:6] + (0, 4, 0)], 1, 2, 1, "float32", out.data_ptr())
+    with pytest.raises(ValueError, match="layer 0: lpips weights is a null pointer"):
+        _C.fused_distance_cpu([row], 1, 2, 2, "float32", out.data_ptr())
+    with pytest.raises(ValueError, match="element type must be float32 or bfloat16"):
+        _C.fused_distance_cpu([row], 1, 2, 1, "float16", out.data_ptr())
+    with pytest.raises(ValueError, match="layer 0: map 1 is a null pointer"):
+        _C.fused_distance_cpu([(a.data_ptr(), 0) + row[2:]], 1, 2, 1, "float32", out.data_ptr())
