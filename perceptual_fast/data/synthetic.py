@@ -68,6 +68,19 @@ def synthetic_triplets(n: int, size: int = 64, seed: int = 0) -> Dict[str, Tenso
     s0, s1 = torch.rand(n, generator=g), torch.rand(n, generator=g)
     p0 = torch.stack([distort(ref[i], KINDS[int(kinds[i])], float(s0[i]), g) for i in range(n)])
     p1 = torch.stack([distort(ref[i], KINDS[int(kinds[i])], float(s1[i]), g) for i in range(n)])
-    judge = torch.round(torch.sigmoid(JUDGE_SLOPE * (s0 - s1)) * JUDGES) / JUDGES
-    to_u8 = lambda t: ((t + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)  # noqa: E731
-    return {"ref": to_u8(ref), "p0": to_u8(p0), "p1": to_u8(p1), "judge": judge, "strength0": s0, "strength1": s1, "kind": kinds}
+    judge = judge_rule(s0, s1)
+    return {"ref": to_uint8(ref), "p0": to_uint8(p0), "p1": to_uint8(p1), "judge": judge, "strength0": s0, "strength1": s1,
+            "kind": kinds}
+
+
+def judge_rule(s0: Tensor, s1: Tensor) -> Tensor:
+    """The stated rule: share of JUDGES people preferring p1, ``round(sigmoid(JUDGE_SLOPE (s0 - s1)) JUDGES) / JUDGES``.
+
+    s0, s1: ``[n]`` distortion strengths in [0, 1] of p0 and p1. Returns ``[n]`` float32 in {0, 1/5, ..., 1}.
+    """
+    return torch.round(torch.sigmoid(JUDGE_SLOPE * (s0 - s1)) * JUDGES) / JUDGES
+
+
+def to_uint8(x: Tensor) -> Tensor:
+    """Images in [-1, 1] (any shape) -> uint8 0..255, rounded."""
+    return ((x + 1) * 127.5).round().clamp(0, 255).to(torch.uint8)
