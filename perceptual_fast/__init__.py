@@ -12,7 +12,7 @@ from .backends import BackendUnavailable
 from .distances import DISTANCES
 from .ops import fused_distance
 from .scorer import Scorer, score
-from .trunks import CheckpointError, list_trunks, load_trunk
+from .trunks import CheckpointError, list_trunks, load_trunk, save_trunk
 
 __version__ = "0.1.0"
 
@@ -24,5 +24,6 @@ __all__ = [
     "fused_distance",
     "list_trunks",
     "load_trunk",
+    "save_trunk",
     "score",
 ]

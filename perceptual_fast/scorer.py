@@ -14,7 +14,7 @@ from .eval import two_afc
 from .inputs import RangeSpec, check_same_shape, lpips_scaling, optional_judge, parse_range, to_unit_range
 from .lin import load_lin
 from .ops import fused_distance
-from .trunks import load_trunk, trunk_spec
+from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 
 _PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
 
@@ -24,10 +24,15 @@ LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
 class Scorer:
     """Deep-feature distances between images, for one trunk.
 
-    trunk: a registry name (``alexnet``, ``vgg16``, ``squeezenet1_1``) or a module with
-        ``forward_taps(x) -> List[Tensor]`` (and optionally ``min_input_size()``).
+    trunk: a registry name (``pf.list_trunks()``: ``alexnet``, ``resnet50``, ``vit_b_8``, ...), the
+        path of a TorchScript archive (``perceptual-fast export``) or of a weights file carrying
+        its trunk config (``save_trunk``), or a module with ``forward_taps(x) -> List[Tensor]``
+        (and optionally ``min_input_size()``, ``tap_channels``).
     weights: for a name: a local file, ``"torchvision"`` (torch hub cache) or ``"random"``
-        (seeded by ``seed``). Required: nothing is downloaded.
+        (seeded by ``seed``). Required: nothing is downloaded. None for a path.
+    trunk_config: config overrides for a named trunk, e.g. ``{"width": 0.25}`` (see ``load_trunk``).
+    compile: wrap the trunk's ``forward_taps`` in ``torch.compile``: True (default backend) or a
+        ``torch.compile`` backend name (e.g. ``"eager"``, ``"inductor"``).
     lin: LPIPS channel weights for the ``lpips`` distance: a file in the ``lpips`` package's
         format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
@@ -47,6 +52,8 @@ class Scorer:
         precision: str = "fp32",
         input_range: RangeSpec = None,
         seed: int = 0,
+        trunk_config: Optional[Mapping[str, object]] = None,
+        compile: Union[bool, str] = False,
     ):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision {precision!r} is not supported; choose one of {', '.join(_PRECISIONS)}")
@@ -57,15 +64,18 @@ class Scorer:
         self.backend = backend
         parse_range(input_range)
         self.input_range = input_range
-        if isinstance(trunk, str):
-            spec = trunk_spec(trunk)
-            self.trunk_name = spec.name
-            module = load_trunk(spec.name, weights, seed=seed, head=False)
+        if isinstance(trunk, (str, os.PathLike)):
+            module = load_trunk(trunk, weights, seed=seed, head=False, **dict(trunk_config or {}))
         else:
-            spec = None
-            self.trunk_name = type(trunk).__name__
             module = trunk
-        self.trunk = module.eval().requires_grad_(False).to(device=self.device, dtype=self.dtype)
+        self.trunk_name = trunk_name(module)
+        spec = trunk_spec(self.trunk_name) if self.trunk_name in list_trunks() else None
+        self.trunk = module.eval().to(device=self.device, dtype=self.dtype)
+        for p in self.trunk.parameters():  # not module.requires_grad_: ScriptModules lack it
+            p.requires_grad_(False)
+        self._compiled_taps = None
+        if compile:
+            self._compiled_taps = torch.compile(self.trunk.forward_taps, **({} if compile is True else {"backend": compile}))
         self.min_size = int(module.min_input_size()) if hasattr(module, "min_input_size") else 1
         self.lin = self._load_lin(lin, spec)
 
@@ -95,7 +105,8 @@ class Scorer:
 
     def _taps(self, x: Tensor) -> List[Tensor]:
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
-            return list(self.trunk.forward_taps(lpips_scaling(x)))
+            forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
+            return list(forward_taps(lpips_scaling(x)))
 
     def _terms(self, *batches: Tensor) -> tuple:
         """One trunk pass over the concatenated batches, then the distance op against the first."""

@@ -3,6 +3,6 @@
 To add a command: write ``commands/<name>.py`` and list it in ``COMMANDS``.
 """
 
-from . import demo, score
+from . import demo, export, score
 
-COMMANDS = (score, demo)
+COMMANDS = (score, demo, export)

@@ -1,0 +1,54 @@
+"""``perceptual-fast export``: a trunk with its weights as a TorchScript archive the Scorer loads without the Python class."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import warnings
+from typing import Dict, List
+
+import torch
+
+from ..trunks import load_trunk, trunk_name
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser(
+        "export",
+        help="write a trunk and its weights as a TorchScript archive (Scorer(trunk='trunk.pt') scores with it)",
+    )
+    p.add_argument("--trunk", required=True, help="a trunk name (resnet50, vit_b_8, alexnet, ...) or a weights file with its config")
+    p.add_argument("--weights", default=None, help="for a name: a local file, 'torchvision' (torch hub cache) or 'random'")
+    p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
+    p.add_argument(
+        "--config", action="append", default=[], metavar="KEY=VALUE",
+        help="trunk config override, repeatable; VALUE is JSON where it parses (width=0.25, skip_connections=false, taps=patch)",
+    )
+    p.add_argument("--with-head", action="store_true", help="keep the classifier (default: taps only, what scoring needs)")
+    p.add_argument("-o", "--output", required=True, help="archive to write, e.g. trunk.pt")
+    p.set_defaults(func=run)
+
+
+def parse_config(items: List[str]) -> Dict[str, object]:
+    """``["width=0.25", "taps=patch"]`` -> ``{"width": 0.25, "taps": "patch"}`` (JSON values where they parse)."""
+    config: Dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--config {item!r} is not KEY=VALUE (e.g. --config width=0.25)")
+        try:
+            config[key] = json.loads(value)
+        except json.JSONDecodeError:
+            config[key] = value
+    return config
+
+
+def run(args: argparse.Namespace) -> int:
+    trunk = load_trunk(args.trunk, args.weights, seed=args.seed, head=args.with_head, **parse_config(args.config))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; the archive format is what users asked for
+        scripted = torch.jit.script(trunk)
+        torch.jit.save(scripted, args.output)
+    print(f"wrote {args.output}: trunk {trunk_name(trunk)}, {len(trunk.tap_channels)} taps with channels {trunk.tap_channels}, "
+          f"min input {trunk.min_input_size()} px, {'with' if args.with_head else 'without'} classifier")
+    return 0
