@@ -16,7 +16,8 @@ from .lin import load_lin
 from .ops import fused_distance
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 
-_PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64}
+# bf16: the trunk runs under torch.autocast(bfloat16); its taps are cast to float32 for the distances.
+_PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 
 LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
 
@@ -37,7 +38,8 @@ class Scorer:
         format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
     device: where the trunk runs (default CPU). backend: ``auto``, ``cpp`` or ``torch``.
-    precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype).
+    precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype), or ``bf16``: the trunk
+        under bfloat16 autocast, taps cast to float32, distances and outputs float32.
     input_range: float image convention, ``"-1,1"`` (default), ``"0,1"`` or ``"0,255"``.
     """
 
@@ -58,6 +60,7 @@ class Scorer:
         if precision not in _PRECISIONS:
             raise ValueError(f"precision {precision!r} is not supported; choose one of {', '.join(_PRECISIONS)}")
         self.dtype = _PRECISIONS[precision]
+        self.autocast = precision == "bf16"
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.distances = check_distance_names(distances)
         requested_backend(backend)  # fail early on a misspelt name
@@ -104,9 +107,11 @@ class Scorer:
         return self._taps(self._images(x, "images"))
 
     def _taps(self, x: Tensor) -> List[Tensor]:
-        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad):
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), \
+                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
-            return list(forward_taps(lpips_scaling(x)))
+            taps = list(forward_taps(lpips_scaling(x)))
+        return [t.float() for t in taps] if self.autocast else taps
 
     def _terms(self, *batches: Tensor) -> tuple:
         """One trunk pass over the concatenated batches, then the distance op against the first."""
