@@ -3,6 +3,6 @@
 To add a command: write ``commands/<name>.py`` and list it in ``COMMANDS``.
 """
 
-from . import demo, export, score
+from . import bapps, demo, export, make_bapps, pack, score
 
-COMMANDS = (score, demo, export)
+COMMANDS = (score, demo, export, make_bapps, pack, bapps)

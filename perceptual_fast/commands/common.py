@@ -23,6 +23,8 @@ def add_scorer_options(p: argparse.ArgumentParser, default_distances: str, defau
     p.add_argument("--distance", default=default_distances, help=f"comma-separated, from {','.join(DISTANCES)}")
     p.add_argument("--backend", default="auto", help="auto, cpp or torch (PERCEPTUAL_FAST_BACKEND overrides)")
     p.add_argument("--device", default="cpu", help="torch device for the trunk (default: cpu)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "fp64", "bf16"),
+                   help="fp32 (default), fp64, or bf16 (trunk under bfloat16 autocast, distances in float32)")
     p.add_argument("--batch-size", type=int, default=32, help="images scored per trunk pass (default: 32)")
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")
 
@@ -36,6 +38,7 @@ def build_scorer(args: argparse.Namespace) -> Scorer:
         device=args.device,
         backend=args.backend,
         seed=args.seed,
+        precision=args.precision,
     )
 
 
