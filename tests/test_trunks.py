@@ -138,3 +138,43 @@ def test_truncated_and_corrupt_files_fail_clearly(tmp_path):
     load_trunk("alexnet", weights=good_pth, head=False)
     with pytest.raises(CheckpointError, match=r"6 missing: classifier\.1\.weight"):
         load_trunk("alexnet", weights=good_pth)
+
+
+# Every family, small: (name, config). Scripted == eager; channels_last and bf16 autocast run and agree.
+FAMILY_CASES = [
+    ("alexnet", {}),
+    ("squeezenet1_1", {}),
+    ("vgg16", {}),
+    ("resnet6", {"width": 0.25}),
+    ("resnet18", {"width": 0.25, "skip_connections": False}),
+    ("resnet50", {"width": 0.125}),
+    ("vit_s_8", {"depth": 2}),
+    ("vit_t_4", {"depth": 2, "taps": "patch"}),
+]
+
+
+def _rel_rms(got, want):
+    return float((got.float() - want).pow(2).mean().sqrt() / want.pow(2).mean().sqrt())
+
+
+@pytest.mark.parametrize("name,config", FAMILY_CASES, ids=[c[0] + ("-" + c[1].get("taps", "") if "taps" in c[1] else "") for c in FAMILY_CASES])
+def test_every_family_scripts_and_runs_channels_last_and_bf16(name, config):
+    trunk = load_trunk(name, weights="random", head=False, **config)
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        eager = trunk.forward_taps(x)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
+            scripted = torch.jit.script(trunk)
+        for got, want in zip(scripted.forward_taps(x), eager, strict=True):
+            assert float((got - want).abs().max()) <= 1e-5
+        assert scripted.min_input_size() == trunk.min_input_size() and list(scripted.tap_channels) == trunk.tap_channels
+        last = trunk.to(memory_format=torch.channels_last).forward_taps(x.to(memory_format=torch.channels_last))
+        for got, want in zip(last, eager, strict=True):
+            assert _rel_rms(got, want) < 1e-5
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            low = trunk.forward_taps(x)
+        for got, want in zip(low, eager, strict=True):
+            # bf16 arithmetic did happen (not exact) and stays close; ViT taps come out float32, as
+            # autocast keeps the residual stream in the dtype of the position embeddings.
+            assert got.dtype in (torch.bfloat16, torch.float32) and 0 < _rel_rms(got, want) < 0.05

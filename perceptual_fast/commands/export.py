@@ -17,7 +17,9 @@ def add_parser(sub) -> None:
         "export",
         help="write a trunk and its weights as a TorchScript archive (Scorer(trunk='trunk.pt') scores with it)",
     )
-    p.add_argument("--trunk", required=True, help="a trunk name (resnet50, vit_b_8, alexnet, ...) or a weights file with its config")
+    p.add_argument(
+        "--trunk", required=True, help="a trunk name (resnet50, vit_b_8, alexnet, ...) or a weights file with its config"
+    )
     p.add_argument("--weights", default=None, help="for a name: a local file, 'torchvision' (torch hub cache) or 'random'")
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
     p.add_argument(
@@ -46,7 +48,7 @@ def parse_config(items: List[str]) -> Dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     trunk = load_trunk(args.trunk, args.weights, seed=args.seed, head=args.with_head, **parse_config(args.config))
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; the archive format is what users asked for
+        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; users asked for this format
         scripted = torch.jit.script(trunk)
         torch.jit.save(scripted, args.output)
     print(f"wrote {args.output}: trunk {trunk_name(trunk)}, {len(trunk.tap_channels)} taps with channels {trunk.tap_channels}, "

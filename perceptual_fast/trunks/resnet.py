@@ -19,7 +19,7 @@ up), i.e. 16/8/4/2 px at 64x64. Head: global average pool + ``fc`` (torchvision'
 ReLUs are not in-place so taps are never overwritten.
 """
 
-from typing import List, Optional, Tuple
+from typing import List, Tuple
 
 import torch
 from torch import Tensor, nn
