@@ -11,25 +11,36 @@ from typing import Callable, Dict, List
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast.trunks import load_trunk
 
 BATCH = 64
-NETS = ("alexnet", "vgg16", "squeezenet1_1")
-DISTANCES = ("spatial", "lpips")  # what the cpp backend implements so far
+# Tap shapes (C, H, W) for 64x64 inputs: the LPIPS slices and torchvision ResNet-50's 4 stage outputs.
+TAP_SHAPES = {
+    "alexnet": [(64, 15, 15), (192, 7, 7), (384, 3, 3), (256, 3, 3), (256, 3, 3)],
+    "vgg16": [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512, 4, 4)],
+    "resnet50": [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)],
+}
+DISTANCES = pf.DISTANCES  # all four at once
 
 
-def tap_features(net: str, batch: int = BATCH, seed: int = 0) -> tuple:
-    """Two lists of float32 feature maps at ``net``'s tap shapes for 64x64 images."""
-    shapes = load_trunk(net, weights="random", head=False).tap_shapes(64, 64)
+def tap_features(net: str, count: int = 2, batch: int = BATCH, seed: int = 0) -> List[List[torch.Tensor]]:
+    """``count`` lists of float32 feature maps at ``net``'s tap shapes."""
     g = torch.Generator().manual_seed(seed)
-    make = lambda: [torch.relu(torch.randn(batch, *s, generator=g)) for s in shapes]  # noqa: E731
-    return make(), make()
+    return [[torch.relu(torch.randn(batch, *s, generator=g)) for s in TAP_SHAPES[net]] for _ in range(count)]
 
 
-def feature_bytes(feats: List[torch.Tensor]) -> int:
-    return sum(t.numel() * t.element_size() for t in feats)
+def feature_bytes(feats: List[List[torch.Tensor]]) -> int:
+    return sum(t.numel() * t.element_size() for lst in feats for t in lst)
 
 
-def runner(backend: str, feats0, feats1) -> Callable[[], Dict[str, torch.Tensor]]:
-    lin = [torch.rand(t.shape[1]) for t in feats0]
-    return lambda: pf.fused_distance(feats0, feats1, distances=DISTANCES, lin=lin, backend=backend)
+def runner(backend: str, feats: List[List[torch.Tensor]]) -> Callable[[], object]:
+    lin = [torch.rand(t.shape[1]) for t in feats[0]]
+    return lambda: pf.fused_distance(*feats, distances=DISTANCES, lin=lin, backend=backend)
+
+
+def style_flops(net: str, count: int, batch: int = BATCH) -> float:
+    """Multiply-adds x 2 of the Gram differences the fused kernel computes (upper triangle only)."""
+    per_sample = sum(c * (c + 4) / 2 * h * w * 2 * count for c, h, w in TAP_SHAPES[net])
+    return per_sample * batch
+
+
+__all__: Dict[str, object] = ["BATCH", "TAP_SHAPES", "DISTANCES", "tap_features", "feature_bytes", "runner", "style_flops"]

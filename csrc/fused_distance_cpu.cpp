@@ -6,6 +6,7 @@
 #include <string>
 
 #include "csrc/fused_distance.h"
+#include "csrc/gram_difference_cpu.h"
 #include "kernels/cpu/fused_distance.h"
 
 namespace perceptual_fast {
@@ -70,6 +71,7 @@ void run(const FusedArgs& args) {
 #pragma omp parallel
   {
     cpu::Scratch scratch;
+    GramScratch gram_scratch;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {
       const int64_t l = order[item / N], n = item % N;
@@ -84,11 +86,9 @@ void run(const FusedArgs& args) {
       double results[2 * cpu::kNumDistances] = {};
       cpu::phase1(w, want[cpu::kSpatial], want[cpu::kLpips], want[cpu::kMeanpool], want[cpu::kStyle], scratch, results);
       if (want[cpu::kStyle]) {
-        if (args.count == 3) {
-          cpu::phase2_style<true>(layer.channels, layer.positions, scratch, results);
-        } else {
-          cpu::phase2_style<false>(layer.channels, layer.positions, scratch, results);
-        }
+        double style[2];
+        style_terms_cpu(args.count, layer.channels, layer.positions, scratch.normalised.data(), gram_scratch, style);
+        for (int q = 0; q < pairs; ++q) results[cpu::kStyle * 2 + q] = style[q];
       }
       for (int d = 0; d < cpu::kNumDistances; ++d) {
         if (!want[d]) continue;

@@ -7,9 +7,10 @@
 // element from memory once: per-position channel norms, the spatial / lpips terms (difference of
 // normalised vectors, so identical inputs give exactly 0), per-channel sums for meanpool, and --
 // only when style is requested -- the normalised maps into a per-thread scratch buffer.
-// Phase 2 (style) accumulates the Gram *difference* D = Ga - Gb block by block over the upper
-// triangle (D is symmetric), straight from the scratch, and keeps only sum(D^2): no Gram matrix
-// is stored. A triplet computes each a_i a_j product once for both comparisons.
+// Phase 2 (style, kernels/cpu/gram_difference.h) works from that scratch.
+//
+// This file is compiled without FMA contraction: a * inv_a - b * inv_b must be exactly 0 when
+// the two maps are equal, as in the reference, so identical images tie exactly in 2AFC.
 //
 // Pure math on raw pointers: no Python, no torch. The launcher is csrc/fused_distance_cpu.cpp.
 #pragma once
@@ -33,13 +34,11 @@ constexpr int kLanes = 16;
 #else
 constexpr int kLanes = 8;
 #endif
-typedef float vfloat __attribute__((vector_size(kLanes * sizeof(float))));
 
-// Gram-difference register block: kBlockI x kBlockJ channel pairs per step (channels are
-// padded to a multiple of 4 in the scratch, positions to a multiple of kLanes).
-constexpr int kBlockI = 2;
-constexpr int kBlockJ = 4;
-constexpr int64_t kChannelPad = 4;
+// The normalised scratch is position-major ([HW][C_pad], channels contiguous) with channels
+// zero-padded to whole vector pairs, so the Gram stage (gram_difference.h) runs whole register
+// blocks; padded channels contribute 0 to every Gram entry.
+constexpr int64_t kChannelPad = 2 * kLanes;
 
 inline float to_float(float v) { return v; }
 inline float to_float(uint16_t bf16) {  // bfloat16 is the upper half of a float32
@@ -50,18 +49,6 @@ inline float to_float(uint16_t bf16) {  // bfloat16 is the upper half of a float
 }
 
 inline int64_t round_up(int64_t v, int64_t m) { return (v + m - 1) / m * m; }
-
-inline vfloat load_vector(const float* p) {
-  vfloat v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-}
-
-inline double horizontal_sum(vfloat v) {
-  double s = 0.0;
-  for (int k = 0; k < kLanes; ++k) s += v[k];
-  return s;
-}
 
 // One work item: maps[0] is the reference, maps[1..count-1] the images compared with it.
 template <typename T>
@@ -75,7 +62,7 @@ struct WorkItem {
 
 // Per-thread buffers, grown to the largest layer and reused across work items.
 struct Scratch {
-  std::vector<float> normalised;  // [count][C_pad][HW_pad] when style is requested
+  std::vector<float> normalised;  // [count][HW][C_pad] when style is requested
   std::vector<double> channel_sums;  // [count][C]
   std::vector<float> inv_norm;  // [count][tile]
   std::vector<float> acc;  // [2 * tile]
@@ -92,11 +79,11 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
             Scratch& s, double* results) {
   const int64_t C = w.channels, HW = w.positions;
   const int64_t tile = phase1_tile(C);
-  const int64_t c_pad = round_up(C, kChannelPad), hw_pad = round_up(HW, kLanes);
+  const int64_t c_pad = round_up(C, kChannelPad);
   s.inv_norm.assign(static_cast<size_t>(w.count * tile), 0.f);
   s.acc.assign(static_cast<size_t>(2 * tile), 0.f);
   if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
-  if (want_style) s.normalised.assign(static_cast<size_t>(w.count * c_pad * hw_pad), 0.f);  // zero padding
+  if (want_style) s.normalised.assign(static_cast<size_t>(w.count * HW * c_pad), 0.f);  // zero padding
   double spatial[2] = {0.0, 0.0}, lpips[2] = {0.0, 0.0};
 
   for (int64_t first = 0; first < HW; first += tile) {
@@ -124,13 +111,11 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
           sums[c] += t;
         }
       }
-      if (want_style) {
-        float* out = s.normalised.data() + k * c_pad * hw_pad;
+      if (want_style) {  // transposed into the position-major scratch (it stays in cache)
+        float* out = s.normalised.data() + (k * HW + first) * c_pad;
         for (int64_t c = 0; c < C; ++c) {
           const T* row = w.maps[k] + c * HW + first;
-          float* dst = out + c * hw_pad + first;
-#pragma omp simd
-          for (int64_t p = 0; p < n; ++p) dst[p] = to_float(row[p]) * inv[p];
+          for (int64_t p = 0; p < n; ++p) out[p * c_pad + c] = to_float(row[p]) * inv[p];
         }
       }
     }
@@ -183,71 +168,6 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
       results[kMeanpool * 2 + q] = total / static_cast<double>(C);
     }
   }
-}
-
-// sum over the channel-pair block [i0, i0 + kBlockI) x [j0, j0 + kBlockJ) of D_ij^2 (times HW^2),
-// for D = Ga - Gb (and Ga - Gc when kTriplet), from the zero-padded normalised maps.
-template <bool kTriplet>
-inline void gram_difference_block(const float* na, const float* nb, const float* nc, int64_t hw_pad, int64_t i0,
-                                  int64_t j0, double* sum_ab, double* sum_ac) {
-  vfloat d_ab[kBlockI][kBlockJ] = {};
-  vfloat d_ac[kBlockI][kBlockJ] = {};
-  for (int64_t p = 0; p < hw_pad; p += kLanes) {
-    vfloat ai[kBlockI], bi[kBlockI], ci[kBlockI];
-    for (int ii = 0; ii < kBlockI; ++ii) {
-      ai[ii] = load_vector(na + (i0 + ii) * hw_pad + p);
-      bi[ii] = load_vector(nb + (i0 + ii) * hw_pad + p);
-      if (kTriplet) ci[ii] = load_vector(nc + (i0 + ii) * hw_pad + p);
-    }
-    for (int jj = 0; jj < kBlockJ; ++jj) {
-      const vfloat aj = load_vector(na + (j0 + jj) * hw_pad + p);
-      const vfloat bj = load_vector(nb + (j0 + jj) * hw_pad + p);
-      vfloat cj = {};
-      if (kTriplet) cj = load_vector(nc + (j0 + jj) * hw_pad + p);
-      for (int ii = 0; ii < kBlockI; ++ii) {
-        const vfloat t = ai[ii] * aj;
-        d_ab[ii][jj] += t - bi[ii] * bj;
-        if (kTriplet) d_ac[ii][jj] += t - ci[ii] * cj;
-      }
-    }
-  }
-  for (int ii = 0; ii < kBlockI; ++ii) {
-    for (int jj = 0; jj < kBlockJ; ++jj) {
-      const double ab = horizontal_sum(d_ab[ii][jj]);
-      *sum_ab += ab * ab;
-      if (kTriplet) {
-        const double ac = horizontal_sum(d_ac[ii][jj]);
-        *sum_ac += ac * ac;
-      }
-    }
-  }
-}
-
-// Style terms (1/C^2) |Ga - Gx|_F^2 with G = N N^T / HW, from the normalised scratch of phase 1.
-// D is symmetric: 4x4 channel blocks on the diagonal count once, those above it twice.
-template <bool kTriplet>
-void phase2_style(int64_t C, int64_t HW, const Scratch& s, double* results) {
-  static_assert(kChannelPad == kBlockJ && kChannelPad % kBlockI == 0, "4x4 blocks are built from kBlockI x kBlockJ ones");
-  const int64_t c_pad = round_up(C, kChannelPad), hw_pad = round_up(HW, kLanes);
-  const float* na = s.normalised.data();
-  const float* nb = na + c_pad * hw_pad;
-  const float* nc = kTriplet ? nb + c_pad * hw_pad : nullptr;
-  double total_ab = 0.0, total_ac = 0.0;
-  for (int64_t i0 = 0; i0 < c_pad; i0 += kChannelPad) {
-    for (int64_t j0 = i0; j0 < c_pad; j0 += kChannelPad) {
-      double ab = 0.0, ac = 0.0;
-      for (int64_t r = i0; r < i0 + kChannelPad; r += kBlockI) {
-        gram_difference_block<kTriplet>(na, nb, nc, hw_pad, r, j0, &ab, &ac);
-      }
-      const double weight = j0 == i0 ? 1.0 : 2.0;
-      total_ab += weight * ab;
-      total_ac += weight * ac;
-    }
-  }
-  // D above is HW * (Ga - Gx): divide by HW^2, then by C^2.
-  const double norm = static_cast<double>(HW) * HW * static_cast<double>(C) * C;
-  results[kStyle * 2 + 0] = total_ab / norm;
-  if (kTriplet) results[kStyle * 2 + 1] = total_ac / norm;
 }
 
 }  // namespace cpu
