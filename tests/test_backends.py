@@ -15,12 +15,13 @@ def _request(distances, dtype=torch.float32, grad=False):
 
 def test_auto_sends_a_float32_cpu_request_to_cpp():
     backend, reasons = dispatch_plan(_request(("spatial", "lpips", "meanpool", "style")))
-    assert backend == "cpp" and reasons == {"cpp": [], "torch": []}
+    assert backend == "cpp" and reasons["cpp"] == [] and reasons["torch"] == []
+    assert any("CUDA tensors" in r for r in reasons["cuda"])
 
 
 def test_auto_falls_back_for_float64_and_gradients():
     backend, reasons = dispatch_plan(_request(("spatial",), dtype=torch.float64))
-    assert backend == "torch" and any("float32 or bfloat16" in r for r in reasons["cpp"])
+    assert backend == "torch" and any("one dtype among float32, bfloat16" in r for r in reasons["cpp"])
     backend, reasons = dispatch_plan(_request(("spatial",), grad=True))
     assert backend == "torch" and reasons["cpp"] == ["it has no backward and gradients are needed"]
     with torch.no_grad():  # no gradients needed: the kernel can take it
@@ -28,7 +29,7 @@ def test_auto_falls_back_for_float64_and_gradients():
 
 
 def test_explicit_backend_that_cannot_run_says_why():
-    with pytest.raises(pf.BackendUnavailable, match=r"backend 'cpp' cannot run this request: .*float32 or bfloat16 features"):
+    with pytest.raises(pf.BackendUnavailable, match=r"backend .cpp. cannot run this request: .*one dtype among float32, bfloat16"):
         dispatch_plan(_request(("meanpool",), dtype=torch.float64), backend="cpp")
 
 

@@ -12,12 +12,17 @@ from typing import Dict, List, Sequence, Tuple
 
 from .base import Backend, BackendUnavailable, DistanceRequest, Terms
 from .cpp import CppBackend
+from .cuda import CudaBackend
 from .torch_backend import TorchBackend
+from .triton_backend import TritonBackend
 
 ENV_VAR = "PERCEPTUAL_FAST_BACKEND"
 
-BACKENDS: Dict[str, Backend] = {b.name: b for b in (CppBackend(), TorchBackend())}
-"""Every backend by name, in the order ``auto`` prefers them (fastest first, the reference last)."""
+BACKENDS: Dict[str, Backend] = {b.name: b for b in (CudaBackend(), TritonBackend(), CppBackend(), TorchBackend())}
+"""Every backend by name."""
+
+AUTO_ORDER = {"cuda": ("cuda", "triton", "torch"), "cpu": ("cpp", "torch")}
+"""What ``auto`` tries for the features' device, fastest first; other devices get ``torch``."""
 
 
 def requested_backend(backend: str = "auto") -> str:
@@ -38,7 +43,8 @@ def dispatch_plan(request: DistanceRequest, backend: str = "auto") -> Tuple[str,
     name = requested_backend(backend)
     reasons = {b.name: b.unsupported(request) for b in BACKENDS.values()}
     if name == "auto":
-        return next(b for b, why in reasons.items() if not why), reasons
+        device = request.feats[0][0].device.type
+        return next(b for b in AUTO_ORDER.get(device, ("torch",)) if not reasons[b]), reasons
     if reasons[name]:
         raise BackendUnavailable(f"backend {name!r} cannot run this request: " + "; ".join(reasons[name]))
     return name, reasons
@@ -61,6 +67,7 @@ __all__ = [
     "BackendUnavailable",
     "DistanceRequest",
     "Terms",
+    "AUTO_ORDER",
     "ENV_VAR",
     "available_backends",
     "dispatch_plan",

@@ -16,6 +16,7 @@ from torch import Tensor
 
 from ..distances import DISTANCES
 from .base import Backend, DistanceRequest, Terms
+from .common import dtype_and_grad_reasons
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 
@@ -74,15 +75,9 @@ class CppBackend(Backend):
         ext = load_extension()
         if isinstance(ext, ImportError):
             reasons.append(f"the compiled extension perceptual_fast._C is not importable ({ext})")
-        tensors = request.tensors
-        if any(t.device.type != "cpu" for t in tensors):
+        if any(t.device.type != "cpu" for t in request.tensors):
             reasons.append("it runs on CPU tensors only")
-        dtypes = {t.dtype for t in tensors}
-        if len(dtypes) != 1 or not dtypes <= set(_ELEMENT):
-            reasons.append(f"it takes float32 or bfloat16 features of one dtype, got {sorted(map(str, dtypes))}")
-        if request.needs_grad:
-            reasons.append("it has no backward and gradients are needed")
-        return reasons
+        return reasons + dtype_and_grad_reasons(request, _ELEMENT)
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
         return fused_distance_cpp(request)
