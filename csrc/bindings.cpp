@@ -64,6 +64,22 @@ PYBIND11_MODULE(_C, m) {
       "lin) per layer (data pointers of NCHW maps; c = 0 for a pair). distances: bit mask (1 spatial, 2 lpips,\n"
       "4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
 
-  m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
+#ifdef PERCEPTUAL_FAST_WITH_CUDA
+  m.def(
+      "fused_distance_cuda",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
+         const std::string& element, std::uintptr_t out, std::uintptr_t stream) {
+        const auto args = make_args(layers, batch, count, distances, element, out);
+        py::gil_scoped_release release;
+        perceptual_fast::fused_distance_cuda(args, stream);
+      },
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
+      py::arg("stream"),
+      "fused_distance_cpu's contract on device pointers, launched on `stream` (a cudaStream_t as an integer).\n"
+      "element: 'float32', 'bfloat16' or 'float16'.");
+  m.attr("has_cuda") = true;
+#else
   m.attr("has_cuda") = false;
+#endif
+  m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
 }

@@ -18,7 +18,7 @@ struct LayerArgs {
   std::uintptr_t lin;
 };
 
-enum class ElementType { kFloat32, kBFloat16 };
+enum class ElementType { kFloat32, kBFloat16, kFloat16 };
 
 struct FusedArgs {
   std::vector<LayerArgs> layers;
@@ -34,7 +34,11 @@ void check_fused_args(const FusedArgs& args);
 
 ElementType parse_element_type(const std::string& name);
 
-// CPU: OpenMP over (sample, layer) work items, largest layers first.
+// CPU: OpenMP over (sample, layer) work items, largest layers first. float32 or bfloat16 maps.
 void fused_distance_cpu(const FusedArgs& args);
+
+// CUDA (only when built with PERCEPTUAL_FAST_CUDA): three kernel launches on `stream` (a
+// cudaStream_t); maps, lin and out are device pointers. float32, bfloat16 or float16 maps.
+void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream);
 
 }  // namespace perceptual_fast

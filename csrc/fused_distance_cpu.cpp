@@ -25,7 +25,8 @@ void check_pointer(std::uintptr_t address, std::size_t alignment, const std::str
 ElementType parse_element_type(const std::string& name) {
   if (name == "float32") return ElementType::kFloat32;
   if (name == "bfloat16") return ElementType::kBFloat16;
-  throw std::invalid_argument("element type must be float32 or bfloat16, got " + name);
+  if (name == "float16") return ElementType::kFloat16;
+  throw std::invalid_argument("element type must be float32, bfloat16 or float16, got " + name);
 }
 
 void check_fused_args(const FusedArgs& args) {
@@ -102,6 +103,7 @@ void run(const FusedArgs& args) {
 
 void fused_distance_cpu(const FusedArgs& args) {
   check_fused_args(args);
+  if (args.element == ElementType::kFloat16) throw std::invalid_argument("the CPU kernel takes float32 or bfloat16 maps, not float16");
   if (args.batch == 0) return;
   if (args.element == ElementType::kFloat32) {
     run<float>(args);
