@@ -178,3 +178,10 @@ def test_every_family_scripts_and_runs_channels_last_and_bf16(name, config):
             # bf16 arithmetic did happen (not exact) and stays close; ViT taps come out float32, as
             # autocast keeps the residual stream in the dtype of the position embeddings.
             assert got.dtype in (torch.bfloat16, torch.float32) and 0 < _rel_rms(got, want) < 0.05
+
+
+def test_list_trunks_names_every_family():
+    names = pf.list_trunks()
+    assert names[:3] == ["alexnet", "squeezenet1_1", "vgg16"]
+    assert [n for n in names if n.startswith("resnet")] == [f"resnet{d}" for d in (6, 18, 34, 50, 101, 152, 200)]
+    assert [n for n in names if n.startswith("vit")] == [f"vit_{s}_{p}" for s in "tsbl" for p in (4, 8, 16)]

@@ -63,8 +63,8 @@ _TRUNKS: Dict[str, TrunkSpec] = {
     spec.name: spec
     for spec in (
         TrunkSpec("alexnet", "alexnet", lpips_net="alex", torchvision_file="alexnet-owt-7be5be79.pth"),
-        TrunkSpec("vgg16", "vgg16", lpips_net="vgg", torchvision_file="vgg16-397923af.pth"),
         TrunkSpec("squeezenet1_1", "squeezenet1_1", lpips_net="squeeze", torchvision_file="squeezenet1_1-b8a52dc0.pth"),
+        TrunkSpec("vgg16", "vgg16", lpips_net="vgg", torchvision_file="vgg16-397923af.pth"),
         *(TrunkSpec(f"resnet{d}", "resnet", {"depth": d}, torchvision_file=_TV_RESNET_FILES.get(d)) for d in DEPTHS),
         *(
             TrunkSpec(f"vit_{size}_{p}", "vit", {"patch_size": p, "embed_dim": c, "num_heads": h, "depth": d})
@@ -77,8 +77,8 @@ _ALIASES = {"alex": "alexnet", "vgg": "vgg16", "squeeze": "squeezenet1_1", "sque
 
 
 def list_trunks() -> List[str]:
-    """The trunk names ``load_trunk`` accepts."""
-    return sorted(_TRUNKS)
+    """The trunk names ``load_trunk`` accepts, by family: LPIPS nets, ResNets by depth, ViTs by size and patch."""
+    return list(_TRUNKS)
 
 
 def trunk_spec(name: str) -> TrunkSpec:
