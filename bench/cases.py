@@ -6,7 +6,7 @@ the paper and BAPPS use.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List
+from typing import Callable, List
 
 import torch
 
@@ -20,6 +20,7 @@ TAP_SHAPES = {
     "resnet50": [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)],
 }
 DISTANCES = pf.DISTANCES  # all four at once
+POINTWISE = ("lpips", "spatial", "meanpool")  # the memory-bound part: everything but the Gram stage
 
 
 def tap_features(net: str, count: int = 2, batch: int = BATCH, seed: int = 0) -> List[List[torch.Tensor]]:
@@ -32,9 +33,9 @@ def feature_bytes(feats: List[List[torch.Tensor]]) -> int:
     return sum(t.numel() * t.element_size() for lst in feats for t in lst)
 
 
-def runner(backend: str, feats: List[List[torch.Tensor]]) -> Callable[[], object]:
-    lin = [torch.rand(t.shape[1]) for t in feats[0]]
-    return lambda: pf.fused_distance(*feats, distances=DISTANCES, lin=lin, backend=backend)
+def runner(backend: str, feats: List[List[torch.Tensor]], distances=DISTANCES) -> Callable[[], object]:
+    lin = [torch.rand(t.shape[1], device=feats[0][0].device) for t in feats[0]]
+    return lambda: pf.fused_distance(*feats, distances=distances, lin=lin, backend=backend)
 
 
 def style_flops(net: str, count: int, batch: int = BATCH) -> float:
@@ -42,5 +43,3 @@ def style_flops(net: str, count: int, batch: int = BATCH) -> float:
     per_sample = sum(c * (c + 4) / 2 * h * w * 2 * count for c, h, w in TAP_SHAPES[net])
     return per_sample * batch
 
-
-__all__: Dict[str, object] = ["BATCH", "TAP_SHAPES", "DISTANCES", "tap_features", "feature_bytes", "runner", "style_flops"]

@@ -12,33 +12,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import csv
-import json
-import os
-import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from perceptual_fast.report import format_table
-from perceptual_fast.trunks import load_trunk
+sys.path.insert(0, str(Path(__file__).parent))
+from common import machine_name, median_seconds, write_records  # noqa: E402
+
+from perceptual_fast.report import format_table  # noqa: E402
+from perceptual_fast.trunks import load_trunk  # noqa: E402
 
 TRUNKS = ("alexnet", "vgg16", "squeezenet1_1", "resnet6", "resnet18", "resnet50", "vit_s_8")
 MODES = [(dtype, layout) for dtype in ("fp32", "bf16") for layout in ("nchw", "channels_last")]
-
-
-def median_seconds(fn, repeats: int, warmup: int = 1) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def gflops_per_image(trunk: torch.nn.Module, side: int) -> float:
@@ -66,8 +53,7 @@ def main() -> None:
     parser.add_argument("--trunks", default=",".join(TRUNKS))
     args = parser.parse_args()
     torch.set_grad_enabled(False)
-    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
-               f"{torch.get_num_threads()} torch threads")
+    machine = machine_name()
     rows, records = [], []
     for name in args.trunks.split(","):
         trunk = load_trunk(name, weights="random", head=False)
@@ -85,14 +71,7 @@ def main() -> None:
             print(f"  {name} {dtype} {layout}: {rate:.0f} images/s", flush=True)
     print(f"\ntrunk forward_taps, batch {args.batch}, {args.size}x{args.size}, median of {args.repeats}; {machine}\n")
     print(format_table(["trunk", "dtype", "layout", "GFLOP/img", "ms/batch", "images/s", "GFLOP/s"], rows, floatfmt=".2f"))
-    out = Path(__file__).parent / "results"
-    out.mkdir(exist_ok=True)
-    with open(out / "trunk_speed.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
-        writer.writeheader()
-        writer.writerows(records)
-    (out / "trunk_speed.json").write_text(json.dumps(records, indent=2) + "\n")
-
+    write_records("trunk_speed", records)
 
 if __name__ == "__main__":
     main()

@@ -139,7 +139,9 @@ def test_kernel_argument_errors_are_clear():
         _C.fused_distance_cpu([row[:6] + (0, 4, 0)], 1, 2, 1, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: lpips weights is a null pointer"):
         _C.fused_distance_cpu([row], 1, 2, 2, "float32", out.data_ptr())
-    with pytest.raises(ValueError, match="element type must be float32 or bfloat16"):
+    with pytest.raises(ValueError, match="element type must be float32, bfloat16 or float16"):
+        _C.fused_distance_cpu([row], 1, 2, 1, "float8", out.data_ptr())
+    with pytest.raises(ValueError, match="the CPU kernel takes float32 or bfloat16 maps, not float16"):
         _C.fused_distance_cpu([row], 1, 2, 1, "float16", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: map 1 is a null pointer"):
         _C.fused_distance_cpu([(a.data_ptr(), 0) + row[2:]], 1, 2, 1, "float32", out.data_ptr())

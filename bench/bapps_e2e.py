@@ -1,0 +1,170 @@
+"""End-to-end BAPPS-style scoring on this CPU, side by side in one run with the `lpips` package.
+
+    flock /tmp/pf_heavy.lock python bench/bapps_e2e.py [--triplets 240] [--trunks alexnet,vgg16]
+
+Data: a SYNTHETIC BAPPS folder (make-bapps, 256x256 PNGs) packed at 64x64 and memory-mapped:
+the same uint8 triplets feed every path. Trunk weights: random (seed 0), the same in both.
+  ours fp32   evaluate_bapps: one trunk pass over ref/p0/p1 per batch, fused lpips distance, 2AFC
+  ours bf16   the same with precision="bf16" (trunk under CPU bfloat16 autocast)
+  lpips pkg   lpips.LPIPS(net, lpips=True) called twice per triplet (ref/p0, ref/p1: 4 trunk passes), 2AFC
+  bound       images/s of the bare trunk (forward_taps, fp32) in its fastest memory layout, / 3
+Median of --repeats timed runs after one warm-up. Writes bench/results/bapps_e2e.{csv,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import torch
+
+import perceptual_fast as pf
+from perceptual_fast.bapps_eval import evaluate_bapps
+from perceptual_fast.data.make_bapps import make_bapps
+from perceptual_fast.data.pack import load_bapps, pack_folder
+from perceptual_fast.eval import two_afc
+from perceptual_fast.inputs import lpips_scaling
+from perceptual_fast.report import format_table
+
+LPIPS_NET = {"alexnet": "alex", "vgg16": "vgg"}
+RESULTS = Path(__file__).parent / "results"
+
+
+def median_seconds(fn, repeats: int, warmup: int) -> float:
+    for _ in range(warmup):
+        fn()
+    return statistics.median(-time.perf_counter() + (fn(), time.perf_counter())[1] for _ in range(repeats))
+
+
+def lpips_model(scorer: pf.Scorer, trunk: str):
+    """The `lpips` package's LPIPS with our trunk's weights (its slices index torchvision's `features`)."""
+    import lpips
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = lpips.LPIPS(net=LPIPS_NET[trunk], pnet_rand=True, lpips=True, verbose=False)
+    ours = scorer.trunk.features.state_dict()
+    model.net.load_state_dict({k: ours[".".join(k.split(".")[1:])] for k in model.net.state_dict()}, strict=True)
+    return model.eval()
+
+
+def lpips_path(model, part, batch: int):
+    """The lpips package's way: float [-1, 1] images, two LPIPS calls per triplet. Returns (d0, d1) [N]."""
+    d0, d1 = [], []
+    for start in range(0, len(part), batch):
+        b = part.batch(start, min(start + batch, len(part)))
+        ref, p0, p1 = (b[k].float() / 127.5 - 1 for k in ("ref", "p0", "p1"))
+        d0.append(model(ref, p0).flatten())
+        d1.append(model(ref, p1).flatten())
+    return torch.cat(d0), torch.cat(d1)
+
+
+def trunk_bound(scorer: pf.Scorer, batch: int) -> tuple:
+    """(best images/s of the bare fp32 trunk on 3 x batch images, its layout)."""
+    x = lpips_scaling(torch.rand(3 * batch, 3, 64, 64) * 2 - 1)
+    rates = {}
+    for layout, fmt in (("NCHW", torch.contiguous_format), ("channels_last", torch.channels_last)):
+        xs = x.contiguous(memory_format=fmt)
+        rates[layout] = xs.shape[0] / median_seconds(lambda: scorer.trunk.forward_taps(xs), repeats=5, warmup=2)
+    best = max(rates, key=rates.get)
+    return rates[best], best, rates
+
+
+def decisions(d0, d1):
+    return torch.sign(d1.double() - d0.double())
+
+
+def run_trunk(trunk: str, data, args) -> dict:
+    part = data.parts["2afc/val"]
+    n = len(part)
+    fp32 = pf.Scorer(trunk, weights="random", lin="lpips", distances=("lpips",))
+    bf16 = pf.Scorer(trunk, weights="random", lin="lpips", distances=("lpips",), precision="bf16")
+    four = pf.Scorer(trunk, weights="random", lin="lpips", distances=("lpips", "spatial", "meanpool", "style"))
+    model = lpips_model(fp32, trunk)
+    results = {}
+
+    def ours(scorer):
+        results[id(scorer)] = evaluate_bapps(data, scorer, batch_size=args.batch, progress=False)
+
+    def theirs():
+        results["lpips"] = lpips_path(model, part, args.batch)
+
+    t = {name: median_seconds(fn, repeats=args.repeats, warmup=1) for name, fn in
+         (("ours_fp32", lambda: ours(fp32)), ("ours_bf16", lambda: ours(bf16)), ("ours_fp32_4dist", lambda: ours(four)),
+          ("lpips", theirs))}
+    bound_images, layout, layouts = trunk_bound(fp32, args.batch)
+    d_fp32 = results[id(fp32)].parts["2afc/val"].distances
+    d_bf16 = results[id(bf16)].parts["2afc/val"].distances
+    ref0, ref1 = results["lpips"]
+    afc_ours = float(two_afc(d_fp32["d0"]["lpips"], d_fp32["d1"]["lpips"], part.target).mean())
+    afc_lpips = float(two_afc(ref0, ref1, part.target).mean())
+    differ = int((decisions(d_fp32["d0"]["lpips"], d_fp32["d1"]["lpips"]) != decisions(d_bf16["d0"]["lpips"],
+                                                                                         d_bf16["d1"]["lpips"])).sum())
+    rate = {k: n / v for k, v in t.items()}
+    bound = bound_images / 3
+    return {
+        "trunk": trunk, "triplets": n, "batch": args.batch,
+        "lpips_pkg_triplets_per_s": rate["lpips"], "ours_fp32_triplets_per_s": rate["ours_fp32"],
+        "ours_bf16_triplets_per_s": rate["ours_bf16"], "ours_fp32_4dist_triplets_per_s": rate["ours_fp32_4dist"],
+        "trunk_bound_triplets_per_s": bound, "trunk_bound_layout": layout,
+        "trunk_images_per_s": {k: v for k, v in layouts.items()},
+        "fp32_vs_lpips": rate["ours_fp32"] / rate["lpips"], "bf16_vs_lpips": rate["ours_bf16"] / rate["lpips"],
+        "fp32_of_bound": rate["ours_fp32"] / bound, "lpips_of_bound": rate["lpips"] / bound,
+        "bf16_of_bound": rate["ours_bf16"] / bound,
+        "bf16_decisions_differ": differ, "bf16_decisions_differ_pct": 100 * differ / n,
+        "2afc_ours_fp32": afc_ours, "2afc_lpips_pkg": afc_lpips,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--triplets", type=int, default=240, help="2afc/val triplets in all (5 categories)")
+    parser.add_argument("--trunks", default="alexnet,vgg16")
+    parser.add_argument("--batch", type=int, default=48)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    torch.set_grad_enabled(False)
+    flags = sorted(set(w for w in Path("/proc/cpuinfo").read_text().split() if w.startswith("amx") or w == "avx512_bf16")) \
+        if Path("/proc/cpuinfo").exists() else []
+    machine = (f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+               f"{torch.get_num_threads()} threads, bf16 flags: {' '.join(flags) or 'none'}")
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = make_bapps(Path(tmp) / "bapps", triplets=args.triplets // 5, jnd=0, progress=False)
+        data = load_bapps(pack_folder(folder, Path(tmp) / "bapps.safetensors", progress=False), progress=False)
+        records = []
+        for trunk in args.trunks.split(","):
+            records.append(run_trunk(trunk, data, args))
+            print(f"done {trunk}", file=sys.stderr)
+    headers = ["trunk", "lpips pkg t/s", "ours fp32 t/s", "fp32 / lpips", "bound t/s (layout)", "fp32 % bound",
+               "lpips % bound", "ours bf16 t/s", "bf16 / lpips", "bf16 decisions differ", "ours fp32 4 dist t/s"]
+    rows = [[r["trunk"], r["lpips_pkg_triplets_per_s"], r["ours_fp32_triplets_per_s"], f"{r['fp32_vs_lpips']:.2f}x",
+             f"{r['trunk_bound_triplets_per_s']:.1f} ({r['trunk_bound_layout']})", 100 * r["fp32_of_bound"],
+             100 * r["lpips_of_bound"], r["ours_bf16_triplets_per_s"], f"{r['bf16_vs_lpips']:.2f}x",
+             f"{r['bf16_decisions_differ']}/{r['triplets']} ({r['bf16_decisions_differ_pct']:.2f}%)",
+             r["ours_fp32_4dist_triplets_per_s"]] for r in records]
+    print(f"machine: {machine}\nSYNTHETIC BAPPS-style triplets at 64x64, lpips distance, random weights; "
+          f"median of {args.repeats} runs; t/s = triplets per second\n")
+    print(format_table(headers, rows, floatfmt=".1f"))
+    for r in records:
+        print(f"{r['trunk']}: 2AFC ours fp32 {r['2afc_ours_fp32']:.6f}, lpips package {r['2afc_lpips_pkg']:.6f}; "
+              f"trunk images/s {', '.join(f'{k} {v:.1f}' for k, v in r['trunk_images_per_s'].items())}")
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / "bapps_e2e.json").write_text(json.dumps({"machine": machine, "records": records}, indent=2))
+    with open(RESULTS / "bapps_e2e.csv", "w", newline="") as f:
+        flat = [{k: v for k, v in r.items() if not isinstance(v, dict)} for r in records]
+        writer = csv.DictWriter(f, fieldnames=list(flat[0]))
+        writer.writeheader()
+        writer.writerows(flat)
+
+
+if __name__ == "__main__":
+    main()
