@@ -17,9 +17,9 @@ namespace py = pybind11;
 
 namespace {
 
-// (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin) per layer, from Python.
+// (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin, channels_last) per layer.
 using LayerTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t,
-                              std::int64_t, std::int64_t, std::int64_t, std::uintptr_t>;
+                              std::int64_t, std::int64_t, std::int64_t, std::uintptr_t, bool>;
 
 perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std::int64_t batch, int count,
                                      unsigned distances, const std::string& element, std::uintptr_t out) {
@@ -35,6 +35,7 @@ perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std:
     layer.channels = std::get<6>(t);
     layer.positions = std::get<7>(t);
     layer.lin = std::get<8>(t);
+    layer.channels_last = std::get<9>(t);
     args.layers.push_back(layer);
   }
   args.batch = batch;
@@ -61,7 +62,7 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
       "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
-      "lin) per layer (data pointers of NCHW maps; c = 0 for a pair). distances: bit mask (1 spatial, 2 lpips,\n"
+      "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (1 spatial, 2 lpips,\n"
       "4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
 
 #ifdef PERCEPTUAL_FAST_WITH_CUDA

@@ -8,14 +8,16 @@
 namespace perceptual_fast {
 
 // One layer (tap): the maps of the reference `a` and of `b` (and `c` for a triplet), each
-// [N, C, H, W] with NCHW-contiguous samples (channel stride H*W, position stride 1) and its own
-// batch stride; `lin` points at C float32 lpips weights or is 0.
+// [N, C, H, W] with samples either NCHW-contiguous (channel stride H*W, position stride 1) or,
+// with `channels_last`, NHWC-contiguous (channel stride 1, position stride C), and its own batch
+// stride; `lin` points at C float32 lpips weights or is 0.
 struct LayerArgs {
   std::uintptr_t maps[3];
   std::int64_t batch_stride[3];
   std::int64_t channels;
   std::int64_t positions;
   std::uintptr_t lin;
+  bool channels_last;
 };
 
 enum class ElementType { kFloat32, kBFloat16, kFloat16 };

@@ -84,6 +84,7 @@ void run(const FusedArgs& args) {
       w.channels = layer.channels;
       w.positions = layer.positions;
       w.lin = reinterpret_cast<const float*>(layer.lin);
+      w.channels_last = layer.channels_last;
       double results[2 * cpu::kNumDistances] = {};
       cpu::phase1(w, want[cpu::kSpatial], want[cpu::kLpips], want[cpu::kMeanpool], want[cpu::kStyle], scratch, results);
       if (want[cpu::kStyle]) {

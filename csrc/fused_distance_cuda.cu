@@ -68,6 +68,8 @@ void launch_count(int count, const cuda::Problem& pb, const cuda::PointwiseItem*
 
 void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream_handle) {
   check_fused_args(args);
+  for (const LayerArgs& layer : args.layers)
+    if (layer.channels_last) throw std::invalid_argument("the CUDA kernels take NCHW maps; channels_last is CPU-only");
   if (args.batch == 0) return;
   if (args.batch > 65535) throw std::invalid_argument("the CUDA kernels take at most 65535 samples per call; split the batch");
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);

@@ -67,21 +67,34 @@ def test_kernel_writes_every_requested_output_into_a_poisoned_buffer(poisoned):
     rows = []
     for layer in range(2):
         a, b, c = (feats[k][layer] for k in range(3))
-        rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1], a.shape[2] * a.shape[3], 0))
+        rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1], a.shape[2] * a.shape[3], 0, False))
     out = poisoned(4, 2, 5, 2)
     _C.fused_distance_cpu(rows, 5, 3, 0b1101, "float32", out.data_ptr())  # spatial, meanpool, style
     assert torch.isfinite(out[[0, 2, 3]]).all()
     assert torch.isnan(out[1]).all()  # lpips was not asked for: untouched
 
 
-def test_layout_views_and_copies():
-    """channels_last and batch-strided views give the same answer as contiguous maps."""
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("count", [2, 3])
+def test_channels_last_maps_are_read_in_place(count, dtype):
+    """A channels_last trunk gives NHWC taps: the kernel reads them without a copy, same results."""
+    feats = make_feats(3, LAYERS, count, seed=11, dtype=dtype)
+    lin = [torch.rand(s[0]) for s in LAYERS]
+    want = reference(feats, lin)
+    cl = [[t.to(memory_format=torch.channels_last) for t in lst] for lst in feats]
+    got = fused_distance_cpp(DistanceRequest(tuple(map(tuple, cl)), D.DISTANCES, lin))
+    for g, w in zip(got, want):
+        for name in D.DISTANCES:
+            torch.testing.assert_close(g[name].double(), w[name], rtol=1e-5, atol=1e-9, msg=name)
+
+
+def test_mixed_and_strided_layouts_are_copied_then_read():
     feats = make_feats(4, [(16, 7, 9), (5, 3, 3)], 2, seed=3)
     want = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
-    cl = [[t.to(memory_format=torch.channels_last) for t in lst] for lst in feats]
+    mixed = [feats[0], [t.to(memory_format=torch.channels_last) for t in feats[1]]]
     strided = [[torch.cat([t, t], dim=1)[:, : t.shape[1]] for t in lst] for lst in feats]  # batch stride 2*C*H*W
     assert strided[0][0].stride(0) == 2 * feats[0][0][0].numel() and not strided[0][0].is_contiguous()
-    for variant in (cl, strided):
+    for variant in (mixed, strided):
         got = pf.fused_distance(*variant, distances=D.DISTANCES[1:], backend="cpp")
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=0)
@@ -131,12 +144,12 @@ def test_gradients_of_the_fused_op_match_the_reference():
 
 def test_kernel_argument_errors_are_clear():
     a = torch.rand(1, 2, 2, 2)
-    row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0)
+    row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0, False)
     out = torch.empty(4, 1, 1, 1)
     with pytest.raises(ValueError, match="count must be 2 \\(pair\\) or 3"):
         _C.fused_distance_cpu([row], 1, 4, 1, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: channel count must be >= 1"):
-        _C.fused_distance_cpu([row[:6] + (0, 4, 0)], 1, 2, 1, "float32", out.data_ptr())
+        _C.fused_distance_cpu([row[:6] + (0, 4, 0, False)], 1, 2, 1, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: lpips weights is a null pointer"):
         _C.fused_distance_cpu([row], 1, 2, 2, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="element type must be float32, bfloat16 or float16"):

@@ -1,7 +1,7 @@
 // The fused distance op of DESIGN.md section 5 for one (sample, layer) work item on the CPU:
 // every requested distance (spatial, lpips, meanpool, style) between a reference map `a` and one
-// or two other maps (`b`, and `c` for a triplet), each [C, HW] planar (NCHW, positions
-// contiguous), float32 or bfloat16, accumulated in float32/float64.
+// or two other maps (`b`, and `c` for a triplet), each either [C, HW] planar (NCHW, positions
+// contiguous) or [HW, C] (channels_last), float32 or bfloat16, accumulated in float32/float64.
 //
 // Phase 1 walks the positions in tiles small enough to stay in L1/L2 and reads each feature
 // element from memory once: per-position channel norms, the spatial / lpips terms (difference of
@@ -58,6 +58,7 @@ struct WorkItem {
   int64_t channels;   // C
   int64_t positions;  // HW
   const float* lin;   // [C] lpips channel weights, or null
+  bool channels_last;  // maps are [HW, C] (channels contiguous) instead of [C, HW]
 };
 
 // Per-thread buffers, grown to the largest layer and reused across work items.
@@ -73,6 +74,122 @@ inline int64_t phase1_tile(int64_t channels) {
   return std::max<int64_t>(kLanes, std::min<int64_t>(256, round_up(16384 / std::max<int64_t>(channels, 1), kLanes)));
 }
 
+// Running sums of phase 1 over the tiles of one work item.
+struct Phase1Sums {
+  double spatial[2] = {0.0, 0.0};
+  double lpips[2] = {0.0, 0.0};
+};
+
+// One tile of positions [first, first + n) of planar (NCHW) maps: the inner loops run over the
+// tile's contiguous positions.
+template <typename T>
+void tile_planar(const WorkItem<T>& w, int64_t first, int64_t n, int64_t tile, bool want_terms, bool want_meanpool,
+                 bool want_style, Scratch& s, Phase1Sums& sums) {
+  const int64_t C = w.channels, HW = w.positions, c_pad = round_up(C, kChannelPad);
+  for (int k = 0; k < w.count; ++k) {
+    float* inv = s.inv_norm.data() + k * tile;
+    std::fill(inv, inv + n, 0.f);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* row = w.maps[k] + c * HW + first;
+#pragma omp simd
+      for (int64_t p = 0; p < n; ++p) {
+        const float v = to_float(row[p]);
+        inv[p] += v * v;
+      }
+    }
+#pragma omp simd
+    for (int64_t p = 0; p < n; ++p) inv[p] = 1.f / (std::sqrt(inv[p]) + kNormEps);
+    if (want_meanpool) {
+      double* channel_sums = s.channel_sums.data() + k * C;
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = w.maps[k] + c * HW + first;
+        float t = 0.f;
+#pragma omp simd reduction(+ : t)
+        for (int64_t p = 0; p < n; ++p) t += to_float(row[p]);
+        channel_sums[c] += t;
+      }
+    }
+    if (want_style) {  // transposed into the position-major scratch (it stays in cache)
+      float* out = s.normalised.data() + (k * HW + first) * c_pad;
+      for (int64_t c = 0; c < C; ++c) {
+        const T* row = w.maps[k] + c * HW + first;
+        for (int64_t p = 0; p < n; ++p) out[p * c_pad + c] = to_float(row[p]) * inv[p];
+      }
+    }
+  }
+  if (!want_terms) return;
+  const float* inv_a = s.inv_norm.data();
+  for (int q = 0; q + 1 < w.count; ++q) {
+    const float* inv_x = s.inv_norm.data() + (q + 1) * tile;
+    float* acc = s.acc.data();
+    float* acc_w = s.acc.data() + tile;
+    std::fill(acc, acc + 2 * tile, 0.f);
+    for (int64_t c = 0; c < C; ++c) {
+      const T* ra = w.maps[0] + c * HW + first;
+      const T* rx = w.maps[q + 1] + c * HW + first;
+      const float wc = w.lin != nullptr ? w.lin[c] : 0.f;
+#pragma omp simd
+      for (int64_t p = 0; p < n; ++p) {
+        const float d = to_float(ra[p]) * inv_a[p] - to_float(rx[p]) * inv_x[p];
+        acc[p] += d * d;
+        acc_w[p] += wc * d * d;
+      }
+    }
+    for (int64_t p = 0; p < n; ++p) {
+      sums.spatial[q] += acc[p];
+      sums.lpips[q] += acc_w[p];
+    }
+  }
+}
+
+// One tile of channels_last maps (each position's C channels contiguous): the inner loops run
+// over channels, and the style scratch is written in its own (position-major) order.
+template <typename T>
+void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, bool want_terms, bool want_meanpool,
+                      bool want_style, Scratch& s, Phase1Sums& sums) {
+  const int64_t C = w.channels, HW = w.positions, c_pad = round_up(C, kChannelPad);
+  float* tile_sums = s.acc.data();  // [count][C] float partial channel sums of this tile
+  if (want_meanpool) std::fill(tile_sums, tile_sums + w.count * C, 0.f);
+  for (int64_t p = first; p < first + n; ++p) {
+    float inv[3];
+    for (int k = 0; k < w.count; ++k) {
+      const T* row = w.maps[k] + p * C;
+      float sq = 0.f;
+#pragma omp simd reduction(+ : sq)
+      for (int64_t c = 0; c < C; ++c) sq += to_float(row[c]) * to_float(row[c]);
+      inv[k] = 1.f / (std::sqrt(sq) + kNormEps);
+      if (want_meanpool) {
+        float* t = tile_sums + k * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) t[c] += to_float(row[c]);
+      }
+      if (want_style) {
+        float* out = s.normalised.data() + (k * HW + p) * c_pad;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) out[c] = to_float(row[c]) * inv[k];
+      }
+    }
+    if (!want_terms) continue;
+    const T* ra = w.maps[0] + p * C;
+    for (int q = 0; q + 1 < w.count; ++q) {
+      const T* rx = w.maps[q + 1] + p * C;
+      float acc = 0.f, acc_w = 0.f;
+#pragma omp simd reduction(+ : acc, acc_w)
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = to_float(ra[c]) * inv[0] - to_float(rx[c]) * inv[q + 1];
+        acc += d * d;
+        acc_w += (w.lin != nullptr ? w.lin[c] : 0.f) * d * d;
+      }
+      sums.spatial[q] += acc;
+      sums.lpips[q] += acc_w;
+    }
+  }
+  if (want_meanpool) {
+    for (int k = 0; k < w.count; ++k)
+      for (int64_t c = 0; c < C; ++c) s.channel_sums[k * C + c] += tile_sums[k * C + c];
+  }
+}
+
 // results[d * 2 + q]: distance d of comparison q (a vs b: q = 0, a vs c: q = 1).
 template <typename T>
 void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_meanpool, bool want_style,
@@ -80,70 +197,22 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
   const int64_t C = w.channels, HW = w.positions;
   const int64_t tile = phase1_tile(C);
   const int64_t c_pad = round_up(C, kChannelPad);
+  const bool want_terms = want_spatial || want_lpips;
   s.inv_norm.assign(static_cast<size_t>(w.count * tile), 0.f);
-  s.acc.assign(static_cast<size_t>(2 * tile), 0.f);
+  s.acc.assign(static_cast<size_t>(std::max<int64_t>(2 * tile, w.count * C)), 0.f);
   if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
   if (want_style) s.normalised.assign(static_cast<size_t>(w.count * HW * c_pad), 0.f);  // zero padding
-  double spatial[2] = {0.0, 0.0}, lpips[2] = {0.0, 0.0};
-
+  Phase1Sums sums;
   for (int64_t first = 0; first < HW; first += tile) {
     const int64_t n = std::min(tile, HW - first);
-    for (int k = 0; k < w.count; ++k) {
-      float* inv = s.inv_norm.data() + k * tile;
-      std::fill(inv, inv + n, 0.f);
-      for (int64_t c = 0; c < C; ++c) {
-        const T* row = w.maps[k] + c * HW + first;
-#pragma omp simd
-        for (int64_t p = 0; p < n; ++p) {
-          const float v = to_float(row[p]);
-          inv[p] += v * v;
-        }
-      }
-#pragma omp simd
-      for (int64_t p = 0; p < n; ++p) inv[p] = 1.f / (std::sqrt(inv[p]) + kNormEps);
-      if (want_meanpool) {
-        double* sums = s.channel_sums.data() + k * C;
-        for (int64_t c = 0; c < C; ++c) {
-          const T* row = w.maps[k] + c * HW + first;
-          float t = 0.f;
-#pragma omp simd reduction(+ : t)
-          for (int64_t p = 0; p < n; ++p) t += to_float(row[p]);
-          sums[c] += t;
-        }
-      }
-      if (want_style) {  // transposed into the position-major scratch (it stays in cache)
-        float* out = s.normalised.data() + (k * HW + first) * c_pad;
-        for (int64_t c = 0; c < C; ++c) {
-          const T* row = w.maps[k] + c * HW + first;
-          for (int64_t p = 0; p < n; ++p) out[p * c_pad + c] = to_float(row[p]) * inv[p];
-        }
-      }
-    }
-    if (want_spatial || want_lpips) {
-      const float* inv_a = s.inv_norm.data();
-      for (int q = 0; q + 1 < w.count; ++q) {
-        const float* inv_x = s.inv_norm.data() + (q + 1) * tile;
-        float* acc = s.acc.data();
-        float* acc_w = s.acc.data() + tile;
-        std::fill(acc, acc + 2 * tile, 0.f);
-        for (int64_t c = 0; c < C; ++c) {
-          const T* ra = w.maps[0] + c * HW + first;
-          const T* rx = w.maps[q + 1] + c * HW + first;
-          const float wc = w.lin != nullptr ? w.lin[c] : 0.f;
-#pragma omp simd
-          for (int64_t p = 0; p < n; ++p) {
-            const float d = to_float(ra[p]) * inv_a[p] - to_float(rx[p]) * inv_x[p];
-            acc[p] += d * d;
-            acc_w[p] += wc * d * d;
-          }
-        }
-        for (int64_t p = 0; p < n; ++p) {
-          spatial[q] += acc[p];
-          lpips[q] += acc_w[p];
-        }
-      }
+    if (w.channels_last) {
+      tile_interleaved(w, first, n, want_terms, want_meanpool, want_style, s, sums);
+    } else {
+      tile_planar(w, first, n, tile, want_terms, want_meanpool, want_style, s, sums);
     }
   }
+  const double* spatial = sums.spatial;
+  const double* lpips = sums.lpips;
   for (int q = 0; q + 1 < w.count; ++q) {
     results[kSpatial * 2 + q] = spatial[q] / static_cast<double>(HW);
     results[kLpips * 2 + q] = lpips[q] / static_cast<double>(HW);

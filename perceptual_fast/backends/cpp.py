@@ -2,9 +2,10 @@
 
 kernels/cpu/fused_distance.h computes every requested distance of every layer in one call,
 reading each feature element from memory once and the reference once for a triplet. It takes
-float32 or bfloat16 CPU maps (float32 accumulation, float32 results); maps that are not
-NCHW-contiguous per sample (channels_last, strided views) are copied to NCHW first. It has no
-backward: when gradients are needed the dispatcher uses the ``torch`` backend instead.
+float32 or bfloat16 CPU maps (float32 accumulation, float32 results) whose samples are NCHW- or
+channels_last-contiguous (what a trunk gives in either memory format); other layouts are copied
+to NCHW first. It has no backward: when gradients are needed the dispatcher uses the ``torch``
+backend instead.
 """
 
 from __future__ import annotations
@@ -35,12 +36,31 @@ def load_extension():
         return err
 
 
-def _nchw(t: Tensor) -> Tensor:
-    """A view whose samples are NCHW-contiguous (any batch stride), copying only when needed."""
+def _is_nchw(t: Tensor) -> bool:
+    """Samples NCHW-contiguous (channel stride H*W, position stride 1), any batch stride."""
     c, h, w = t.shape[1:]
-    if t.stride()[1:] == (h * w, w, 1):
-        return t
-    return t.contiguous()
+    return t.stride()[1:] == (h * w, w, 1)
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """Samples NHWC-contiguous (channel stride 1, position stride C), any batch stride."""
+    c, h, w = t.shape[1:]
+    return t.stride()[1:] == (1, w * c, c)
+
+
+def _nchw(t: Tensor) -> Tensor:
+    """A view whose samples are NCHW-contiguous, copying only when needed."""
+    return t if _is_nchw(t) else t.contiguous()
+
+
+def _layer_layout(maps: List[Tensor]) -> tuple:
+    """The maps of one layer and whether they are channels_last: read as they are when all are
+    NCHW or all are channels_last (what a trunk gives in either memory format), else copied to NCHW."""
+    if all(_is_nchw(m) for m in maps):
+        return maps, False
+    if all(_is_channels_last(m) for m in maps):
+        return maps, True
+    return [_nchw(m) for m in maps], False
 
 
 def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
@@ -48,18 +68,19 @@ def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
     ext = load_extension()
     if isinstance(ext, ImportError):
         raise ext
-    feats = [[_nchw(t.detach()) for t in layer_list] for layer_list in request.feats]
+    feats = [[t.detach() for t in layer_list] for layer_list in request.feats]
     count, n, layers = len(feats), feats[0][0].shape[0], len(feats[0])
     lin = None
     if "lpips" in request.distances:
         lin = [w.detach().to(device="cpu", dtype=torch.float32).contiguous() for w in request.lin]
+    # `layouts` holds any copies _layer_layout makes until the kernel has read them.
+    layouts = [_layer_layout([feats[k][layer] for k in range(count)]) for layer in range(layers)]
     rows = []
-    for layer in range(layers):
-        maps = [feats[k][layer] for k in range(count)]
+    for layer, (maps, channels_last) in enumerate(layouts):
         c, h, w = maps[0].shape[1:]
         ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
         strides = [m.stride(0) for m in maps] + [0] * (3 - count)
-        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr()))
+        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(), channels_last))
     mask = sum(1 << DISTANCES_ORDER.index(d) for d in request.distances)
     # NaN-filled, so any element the kernel fails to write cannot pass for a result.
     out = torch.full((len(DISTANCES_ORDER), count - 1, n, layers), float("nan"), dtype=torch.float32)

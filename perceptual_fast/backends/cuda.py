@@ -32,7 +32,7 @@ def fused_distance_cuda(request: DistanceRequest) -> List[Terms]:
         c, h, w = maps[0].shape[1:]
         ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
         strides = [m.stride(0) for m in maps] + [0] * (3 - count)
-        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr()))
+        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(), False))
     mask = sum(1 << DISTANCES_ORDER.index(d) for d in request.distances)
     out = torch.full((len(DISTANCES_ORDER), count - 1, n, layers), float("nan"), dtype=torch.float32, device=device)
     with torch.cuda.device(device):
