@@ -16,7 +16,8 @@ from .lin import load_lin
 from .ops import fused_distance
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 
-# bf16: the trunk runs under torch.autocast(bfloat16); its taps are cast to float32 for the distances.
+# bf16: the trunk runs under torch.autocast(bfloat16); the fused op reads its bf16 taps and
+# accumulates in float32 (mixed-dtype taps are cast to float32 first).
 _PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
 
 LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
@@ -39,7 +40,7 @@ class Scorer:
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
     device: where the trunk runs (default CPU). backend: ``auto``, ``cpp`` or ``torch``.
     precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype), or ``bf16``: the trunk
-        under bfloat16 autocast, taps cast to float32, distances and outputs float32.
+        under bfloat16 autocast, distances accumulated and returned in float32.
     input_range: float image convention, ``"-1,1"`` (default), ``"0,1"`` or ``"0,255"``.
     """
 
@@ -111,7 +112,11 @@ class Scorer:
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
             taps = list(forward_taps(lpips_scaling(x)))
-        return [t.float() for t in taps] if self.autocast else taps
+        if self.autocast and not all(t.dtype == torch.bfloat16 for t in taps):
+            # Mixed tap dtypes (e.g. a ViT's float32 residual stream): one dtype for the fused op.
+            taps = [t.float() for t in taps]
+        # All-bf16 taps go to the fused op as they are: the kernels read bf16 and accumulate in float32.
+        return taps
 
     def _terms(self, *batches: Tensor) -> tuple:
         """One trunk pass over the concatenated batches, then the distance op against the first."""

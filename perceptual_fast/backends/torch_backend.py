@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import List
 
+import torch
+
 from ..distances import layer_terms
 from .base import Backend, DistanceRequest, Terms
 
@@ -15,5 +17,6 @@ class TorchBackend(Backend):
         return []
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
-        ref = request.feats[0]
-        return [layer_terms(ref, other, request.distances, request.lin) for other in request.feats[1:]]
+        # 16-bit features are widened (exactly) to float32: the reference never computes in 16 bits.
+        feats = [[t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in lst] for lst in request.feats]
+        return [layer_terms(feats[0], other, request.distances, request.lin) for other in feats[1:]]
