@@ -97,3 +97,14 @@ def test_a_custom_trunk_module_is_accepted():
     scorer = pf.Scorer(Tiny(), distances=("spatial", "style"))
     d = scorer.distance(torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1, per_layer=True)
     assert d["spatial"].shape == (2, 2) and torch.isfinite(d["style"]).all()
+
+
+def test_bf16_taps_reach_the_kernel_and_match_the_widened_reference(triplet):
+    kw = dict(trunk="alexnet", weights="random", lin="lpips", distances=pf.DISTANCES, precision="bf16")
+    cpp = pf.Scorer(backend="cpp", **kw)
+    taps = cpp.features(triplet["ref"])
+    assert all(t.dtype == torch.bfloat16 for t in taps)  # no float32 copy on the way to the kernel
+    got, want = cpp.score(triplet), pf.Scorer(backend="torch", **kw).score(triplet)
+    for name in pf.DISTANCES:
+        assert got["d0"][name].dtype == torch.float32
+        torch.testing.assert_close(got["d0"][name], want["d0"][name], rtol=1e-5, atol=1e-9)
