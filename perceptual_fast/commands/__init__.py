@@ -3,6 +3,6 @@
 To add a command: write ``commands/<name>.py`` and list it in ``COMMANDS``.
 """
 
-from . import bapps, demo, export, make_bapps, pack, score
+from . import bapps, demo, export, make_bapps, pack, plot, score, sweep, train, train_lin
 
-COMMANDS = (score, demo, export, make_bapps, pack, bapps)
+COMMANDS = (score, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin)
