@@ -96,8 +96,8 @@ def checkpoint_info(path: Path) -> Dict[str, Any]:
 
 def _load(path: Path) -> Tuple[nn.Module, Dict[str, Any]]:
     """Reads and builds one checkpoint's trunk (taps only) and its self-description."""
+    module = load_trunk(path, head=False)  # first: its errors name the file and what is wrong with it
     info = checkpoint_info(path)
-    module = load_trunk(path, head=False)
     if "config" not in info and getattr(module, "trunk_config", ""):
         info["config"] = json.loads(module.trunk_config)
     return module, info
@@ -267,7 +267,8 @@ def format_results(records: Sequence[Dict[str, Any]]) -> str:
         acc = r.get("val_top1")
         rows.append([name, r.get("trunk", "-"), r.get("step") if r.get("step") is not None else "-",
                      100 * acc if acc is not None else "-",
-                     *((r["ps"][d] if r["status"] == "ok" else "-") for d in distances),
-                     "ok" if r["status"] == "ok" else r["error"][:70]])
-    return format_table(["checkpoint", "trunk", "step", "top-1 %", *(f"PS {d}" for d in distances), "status"], rows,
-                        floatfmt=".2f")
+                     *((r["ps"][d] if r["status"] == "ok" else "-") for d in distances), r["status"]])
+    table = format_table(["checkpoint", "trunk", "step", "top-1 %", *(f"PS {d}" for d in distances), "status"], rows,
+                         floatfmt=".2f")
+    errors = [f"  {r['checkpoint']}: {r['error']}" for r in records if r["status"] != "ok"]
+    return table + ("\n\nfailed (skipped; rerun to retry):\n" + "\n".join(errors) if errors else "")
