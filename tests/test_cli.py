@@ -55,11 +55,15 @@ def test_score_reports_unmatched_names_and_bad_files(tmp_path, capsys):
     assert "needs weights" in capsys.readouterr().err
 
 
-def test_demo_runs_and_is_labelled_synthetic(capsys):
-    assert main(["demo", "--triplets", "20", "--size", "48"]) == 0
+def test_demo_trains_sweeps_and_plots_labelled_synthetic(tmp_path, capsys):
+    small = ["-o", str(tmp_path / "demo"), "--steps", "20", "--checkpoint-every", "10", "--width", "0.125", "--size", "32",
+             "--triplets", "4", "--quiet"]
+    assert main(["demo", *small]) == 0
     out = capsys.readouterr().out
-    assert "SYNTHETIC" in out and "2AFC" in out
-    assert main(["demo", "--triplets", "20", "--size", "48", "--json"]) == 0
+    assert "SYNTHETIC" in out and "RANDOM initialisation" in out and "PS style" in out
+    assert "step0000010.safetensors" in out and "step0000020.safetensors" in out
+    assert (tmp_path / "demo" / "ps_vs_acc.png").stat().st_size > 1000
+    assert main(["demo", *small, "--json"]) == 0  # a rerun resumes: trained and scored already
     doc = json.loads(capsys.readouterr().out)
-    assert doc["data"] == "synthetic" and set(doc["2afc"]) == {"spatial", "meanpool", "style"}
-    assert all(0 <= v <= 1 for v in doc["2afc"].values())
+    assert doc["data"] == "synthetic" and [r["step"] for r in doc["records"]] == [10, 20]
+    assert all(r["status"] == "ok" and set(r["ps"]) == {"spatial", "meanpool", "style"} for r in doc["records"])

@@ -29,9 +29,6 @@ def add_parser(sub) -> None:
 
 def run(args: argparse.Namespace) -> int:
     data = load_bapps(args.data, splits=("train",), progress=not args.quiet)
-    if "2afc/train" not in data.parts:
-        raise ValueError(f"{args.data!r} holds no 2afc/train part: pack the folder with --split train "
-                         "(or make a SYNTHETIC one with make-bapps --train N)")
     scorer = Scorer(args.trunk, weights=args.weights, distances=("spatial",), device=args.device, seed=args.seed)
     result = train_lin(scorer, data.parts["2afc/train"], args.epochs, args.decay_epochs, args.lr, args.batch_size,
                        args.dropout, args.seed, progress=not args.quiet)
