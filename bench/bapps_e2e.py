@@ -14,6 +14,7 @@ Median of --repeats timed runs, taken round robin after one warm-up. Writes benc
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import sys
 import tempfile
@@ -163,7 +164,9 @@ def main() -> None:
               f"({r['2afc_decisions_differ_ours_vs_lpips']} decisions differ); "
               "bare trunk images/s: " + ", ".join(f"{k[19:]} {v:.1f}" for k, v in r.items()
                                                   if k.startswith("trunk_images_per_s")))
-    write_records("bapps_e2e", [{"machine": machine, **r} for r in records])
+    load = os.getloadavg()[0]
+    print(f"1-minute load average at the end: {load:.2f} on {os.cpu_count()} cores (above ~2.2, other work shared the cores)")
+    write_records("bapps_e2e", [{"machine": machine, "load_avg_1min_end": load, **r} for r in records])
 
 
 if __name__ == "__main__":
