@@ -40,6 +40,8 @@ def run(args: argparse.Namespace) -> int:
                           progress=not args.quiet)
         result = evaluate_bapps(data, scorer, baselines, per_layer=args.per_layer, batch_size=args.batch_size,
                                 progress=not args.quiet)
+    if args.data is None:
+        result.source = "embedded set (make-bapps defaults, seed 0, made in a temporary folder)"
     if scorer is not None:
         result.model["weights"] = weights_label(args)
     if args.csv:
