@@ -10,13 +10,15 @@ configs (save_trunk); weights do not change the work. Distances: spatial, meanpo
           scored, one trunk pass per image, all distances from one fused op (batch 128 triplets)
   naive   per checkpoint: read and resize the PNG folder again (read_bapps), build a Scorer from
           the file, call scorer.score on batches of 64 triplets, 2AFC per category
-Both give the same per-category 2AFC (checked). One timed run each, after one warm-up checkpoint.
+Both give the same per-category 2AFC (checked). Median of --repeats timed runs, taken round robin after one
+warm-up checkpoint (the sweep's time includes loading and checking the pack).
 Writes bench/results/sweep_speed.{csv,json}.
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import sys
 import tempfile
 import time
@@ -57,6 +59,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--triplets", type=int, default=40, help="SYNTHETIC triplets per category (5 categories)")
     ap.add_argument("--checkpoints", default="resnet6=8,resnet50=3", help="trunk=count, comma-separated")
+    ap.add_argument("--repeats", type=int, default=3, help="timed runs of each method (median)")
     args = ap.parse_args()
     plan = [(name, int(n)) for name, n in (item.split("=") for item in args.checkpoints.split(","))]
     records = []
@@ -75,12 +78,16 @@ def main() -> None:
             warm, timed = ckpts[0], ckpts[1:]
             run_sweep([str(warm)], pack, DISTANCES, tmp / f"warm_{name}", device="cpu", progress=False)
             naive_scores(folder, warm)
-            start = time.perf_counter()
-            swept = run_sweep([str(p) for p in timed], pack, DISTANCES, tmp / f"sweep_{name}", device="cpu", progress=False)
-            sweep_s = time.perf_counter() - start
-            start = time.perf_counter()
-            naive = [naive_scores(folder, p) for p in timed]
-            naive_s = time.perf_counter() - start
+            sweep_times, naive_times = [], []
+            for rep in range(args.repeats):  # round robin, so drifts of the machine hit both alike
+                start = time.perf_counter()
+                swept = run_sweep([str(p) for p in timed], pack, DISTANCES, tmp / f"sweep_{name}_{rep}", device="cpu",
+                                  progress=False)
+                sweep_times.append(time.perf_counter() - start)
+                start = time.perf_counter()
+                naive = [naive_scores(folder, p) for p in timed]
+                naive_times.append(time.perf_counter() - start)
+            sweep_s, naive_s = statistics.median(sweep_times), statistics.median(naive_times)
             for rec, ref in zip(swept, naive):
                 for d in DISTANCES:
                     got = list(rec["two_afc"][d].values())

@@ -36,6 +36,12 @@ def run_name(record: Dict[str, Any]) -> str:
     return Path(record["checkpoint"]).parent.name
 
 
+def _order(value: str):
+    """Sort key of a JSON-encoded axis value: numbers by value, before anything else."""
+    v = json.loads(value)
+    return (0, float(v), "") if isinstance(v, (int, float)) and not isinstance(v, bool) else (1, 0.0, value)
+
+
 def sweep_axes(records: Sequence[Dict[str, Any]]) -> List[str]:
     """Hyperparameters that take more than one value across ``records`` (the paper's order first)."""
     values: Dict[str, set] = defaultdict(set)
@@ -67,8 +73,9 @@ def plot_results(records: Sequence[Dict[str, Any]], out: os.PathLike, distance: 
     for run in runs.values():
         run.sort(key=lambda r: (r.get("step") is None, r.get("step") or 0))
     synthetic = any((r.get("hyperparameters") or {}).get("data") == "synthetic" for r in ok)
+    ps_label = f"PS ({distance}{', SYNTHETIC BAPPS' if any((r.get('settings') or {}).get('synthetic') for r in ok) else ''})"
     for ax, axis in zip(panels[0], axes):
-        values = sorted({json.dumps((r.get("hyperparameters") or {}).get(axis)) for r in ok}) if axis else ["all"]
+        values = sorted({json.dumps((r.get("hyperparameters") or {}).get(axis)) for r in ok}, key=_order) if axis else ["all"]
         colours = {v: plt.cm.viridis(i / max(1, len(values) - 1)) for i, v in enumerate(values)}
         for run in runs.values():
             pts = [r for r in run if r.get("val_top1") is not None]
@@ -81,7 +88,7 @@ def plot_results(records: Sequence[Dict[str, Any]], out: os.PathLike, distance: 
         if axis:
             ax.legend(handles.values(), handles.keys(), title=axis, fontsize=7, title_fontsize=8)
         ax.set_xlabel("top-1 accuracy %" + (" (SYNTHETIC classes)" if synthetic else ""))
-        ax.set_ylabel(f"PS ({distance})")
+        ax.set_ylabel(ps_label)
         ax.set_title(f"PS vs accuracy by {axis}" if axis else "PS vs accuracy", fontsize=9)
     steps_ax = panels[0][-1]
     for name, run in runs.items():
@@ -91,7 +98,7 @@ def plot_results(records: Sequence[Dict[str, Any]], out: os.PathLike, distance: 
     if len(runs) <= 12:
         steps_ax.legend(fontsize=7)
     steps_ax.set_xlabel("training step")
-    steps_ax.set_ylabel(f"PS ({distance})")
+    steps_ax.set_ylabel(ps_label)
     steps_ax.set_title("PS vs training step", fontsize=9)
     fig.tight_layout()
     out = Path(out)

@@ -119,7 +119,8 @@ class _Sweep:
                  backend: str, batch_size: int):
         self.data, self.distances, self.out, self.device = data, tuple(distances), out, device
         self.precision, self.backend, self.batch_size = precision, backend, batch_size
-        self.settings = {"data": data.source, "size": data.size, "distances": list(distances), "precision": precision,
+        self.settings = {"data": data.source, "synthetic": data.synthetic, "size": data.size, "distances": list(distances),
+                         "precision": precision,
                          "triplets": sum(len(p) for p in data.parts.values())}
 
     def done(self, path: Path) -> Optional[Dict[str, Any]]:

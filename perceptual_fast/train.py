@@ -22,7 +22,7 @@ from __future__ import annotations
 import json
 import math
 import os
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
@@ -99,11 +99,6 @@ class TrainConfig:
 
     def hyperparameters(self) -> Dict[str, Any]:
         return {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(self).items()}
-
-    @classmethod
-    def from_hyperparameters(cls, doc: Dict[str, Any]) -> "TrainConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: (tuple(v) if isinstance(v, list) else v) for k, v in doc.items() if k in names})
 
 
 def model_config(cfg: TrainConfig, num_classes: int) -> Dict[str, Any]:
@@ -203,20 +198,16 @@ def save_checkpoint(model: nn.Module, path: Path, info: Dict[str, Any]) -> None:
     write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
-def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True,
-          stop_after: Optional[int] = None) -> List[Dict[str, Any]]:
-    """Trains (or resumes) the run ``cfg`` in ``out_dir``; returns one record per checkpoint written so far.
-
-    stop_after: return once this many steps are done in total (a run split over several calls).
-    A folder holding a run with other hyperparameters is an error.
-    """
+def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True) -> List[Dict[str, Any]]:
+    """Trains (or resumes) the run ``cfg`` in ``out_dir``; returns one record per checkpoint (step, epoch,
+    val_top1, train_loss, lr, data). A folder holding a run with other hyperparameters is an error."""
     cfg.check()
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     state_path = out / STATE_FILE
     state = torch.load(state_path, map_location="cpu", weights_only=True) if state_path.is_file() else None
     if state is not None and state["hyperparameters"] != cfg.hyperparameters():
-        theirs = TrainConfig.from_hyperparameters(state["hyperparameters"]).hyperparameters()
+        theirs = state["hyperparameters"]
         diff = {k: (theirs.get(k), v) for k, v in cfg.hyperparameters().items() if theirs.get(k) != v}
         raise ValueError(f"{str(out)!r} holds a run with other hyperparameters (stored, given): {diff}; "
                          "resume with the same options or write to another folder")
@@ -237,9 +228,8 @@ def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True,
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         step, history, losses = int(state["step"]), json.loads(state["history"]), list(state["losses"])
-    end = total if stop_after is None else min(total, stop_after)
-    bar = Progress(end - step, f"training {trunk_spec(cfg.trunk).name} -> {out}", "steps", enabled=progress)
-    while step < end:
+    bar = Progress(total - step, f"training {trunk_spec(cfg.trunk).name} -> {out}", "steps", enabled=progress)
+    while step < total:
         model.train()
         idx = batch_indices(cfg, step, len(train_data))
         g = torch.Generator().manual_seed(cfg.seed * 7_919 + step)
