@@ -8,7 +8,7 @@ ValueError that says what was expected, what was seen and how to fix it.
 from __future__ import annotations
 
 import warnings
-from typing import Optional, Tuple, Union
+from typing import Optional, Sequence, Tuple, Union
 
 import torch
 from torch import Tensor
@@ -37,13 +37,13 @@ def parse_range(spec: RangeSpec) -> Tuple[float, float]:
     return lo, hi
 
 
-def to_unit_range(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1) -> Tensor:
-    """Validates a batch of images and returns it as floats in [-1, 1].
+def check_images(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1) -> Tuple[float, float]:
+    """Validates a batch of images; returns the value range of its convention: (0, 255) for uint8,
+    else ``input_range`` (default (-1, 1)).
 
-    x: ``[N, 3, H, W]`` uint8 (0..255) or float in ``input_range`` (default [-1, 1]).
+    x: ``[N, 3, H, W]`` uint8 (0..255) or float in ``input_range``.
     name: what the caller calls this tensor, used in error messages.
     min_size: the smallest height and width the trunk's taps allow.
-    Returns ``[N, 3, H, W]`` float32 (float64 input stays float64), same device.
     """
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor [N, 3, H, W]; got {type(x).__name__} (use torch.as_tensor)")
@@ -65,7 +65,7 @@ def to_unit_range(x: Tensor, name: str = "images", input_range: RangeSpec = None
             f"{min_size}x{min_size}; resize the images up (e.g. torch.nn.functional.interpolate) or pick another trunk"
         )
     if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 127.5 - 1.0
+        return 0.0, 255.0
     if not x.is_floating_point():
         raise ValueError(f"{name} has dtype {x.dtype}; give uint8 (0..255) or floating-point images")
     lo, hi = x.detach().aminmax()
@@ -88,13 +88,51 @@ def to_unit_range(x: Tensor, name: str = "images", input_range: RangeSpec = None
             "are in [0, 1], pass input_range='0,1' (scoring [0, 1] images as [-1, 1] is the most common LPIPS "
             "misuse); pass input_range='-1,1' to silence this warning",
             UserWarning,
-            stacklevel=3,
+            stacklevel=4,
         )
-    dtype = x.dtype if x.dtype == torch.float64 else torch.float32
-    x = x.to(dtype)
-    if (want_lo, want_hi) == (-1.0, 1.0):
+    return want_lo, want_hi
+
+
+def to_unit_range(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1) -> Tensor:
+    """Validates a batch of images (``check_images``) and returns it as floats in [-1, 1].
+
+    Returns ``[N, 3, H, W]`` float32 (float64 input stays float64), same device.
+    """
+    lo, hi = check_images(x, name, input_range, min_size)
+    if x.dtype == torch.uint8:
+        return x.to(torch.float32) / 127.5 - 1.0
+    x = x.to(x.dtype if x.dtype == torch.float64 else torch.float32)
+    if (lo, hi) == (-1.0, 1.0):
         return x
-    return (x - want_lo) * (2.0 / (want_hi - want_lo)) - 1.0
+    return (x - lo) * (2.0 / (hi - lo)) - 1.0
+
+
+def scaled_batch(
+    batches: Sequence[Tuple[Tensor, Tuple[float, float]]], dtype: torch.dtype, device: torch.device
+) -> Tensor:
+    """Concatenates image batches straight into LPIPS's scaled space, one affine pass each.
+
+    batches: ``([N_i, 3, H, W]`` images, their value range from ``check_images``) pairs.
+    Returns ``[sum N_i, 3, H, W]`` in ``dtype`` on ``device``: ``(unit(x) - shift) / scale`` with
+    unit(x) the [-1, 1] image, folded into one per-channel ``x * alpha + beta``. Without gradients
+    each batch is written into its slice of the output (no [-1, 1] copy, no concatenation copy).
+    """
+    shift = torch.tensor(SHIFT, dtype=torch.float64).view(1, 3, 1, 1)
+    scale = torch.tensor(SCALE, dtype=torch.float64).view(1, 3, 1, 1)
+    parts = []
+    for x, (lo, hi) in batches:
+        alpha = (2.0 / (hi - lo)) / scale
+        beta = (-1.0 - 2.0 * lo / (hi - lo) - shift) / scale
+        parts.append((x.to(device), alpha.to(device=device, dtype=dtype), beta.to(device=device, dtype=dtype)))
+    if torch.is_grad_enabled() and any(x.requires_grad for x, _, _ in parts):
+        return torch.cat([x.to(dtype) * alpha + beta for x, alpha, beta in parts])
+    out = torch.empty((sum(x.shape[0] for x, _, _ in parts), *parts[0][0].shape[1:]), dtype=dtype, device=device)
+    start = 0
+    for x, alpha, beta in parts:
+        view = out[start : start + x.shape[0]]
+        torch.mul(x, alpha, out=view).add_(beta)
+        start += x.shape[0]
+    return out
 
 
 def check_same_shape(a: Tensor, b: Tensor, name_a: str, name_b: str) -> None:

@@ -11,7 +11,7 @@ from torch import Tensor, nn
 from .backends import requested_backend
 from .distances import check_distance_names
 from .eval import two_afc
-from .inputs import RangeSpec, check_same_shape, lpips_scaling, optional_judge, parse_range, to_unit_range
+from .inputs import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
 from .lin import load_lin
 from .ops import fused_distance
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
@@ -100,29 +100,37 @@ class Scorer:
             vectors = [torch.as_tensor(v).reshape(-1) for v in lin]
         return [v.to(device=self.device, dtype=self.dtype) for v in vectors]
 
-    def _images(self, x: Tensor, name: str) -> Tensor:
-        return to_unit_range(x, name, self.input_range, self.min_size).to(device=self.device, dtype=self.dtype)
+    def _scaled(self, named: Mapping[str, Tensor]) -> Tensor:
+        """Validates each named batch ``[N, 3, H, W]`` (same shapes) and returns them concatenated in
+        LPIPS's scaled space, ``[k N, 3, H, W]`` in the scorer's dtype and device."""
+        items = list(named.items())
+        ranges = [check_images(x, name, self.input_range, self.min_size) for name, x in items]
+        for name, x in items[1:]:
+            check_same_shape(items[0][1], x, items[0][0], name)
+        return scaled_batch([(x, r) for (_, x), r in zip(items, ranges)], self.dtype, self.device)
 
     def features(self, x: Tensor) -> List[Tensor]:
         """Tap feature maps of images ``x`` ``[N, 3, H, W]`` (validated like every input): L x ``[N, C_l, H_l, W_l]``."""
-        return self._taps(self._images(x, "images"))
+        return self._taps(self._scaled({"images": x}))
 
     def _taps(self, x: Tensor) -> List[Tensor]:
+        """x: LPIPS-scaled images ``[N, 3, H, W]`` -> the trunk's taps."""
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), \
                 torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
-            taps = list(forward_taps(lpips_scaling(x)))
+            taps = list(forward_taps(x))
         if self.autocast and not all(t.dtype == torch.bfloat16 for t in taps):
             # Mixed tap dtypes (e.g. a ViT's float32 residual stream): one dtype for the fused op.
             taps = [t.float() for t in taps]
         # All-bf16 taps go to the fused op as they are: the kernels read bf16 and accumulate in float32.
         return taps
 
-    def _terms(self, *batches: Tensor) -> tuple:
-        """One trunk pass over the concatenated batches, then the distance op against the first."""
-        n = batches[0].shape[0]
-        taps = self._taps(torch.cat(batches))
-        split = [[t[i * n : (i + 1) * n] for t in taps] for i in range(len(batches))]
+    def _terms(self, scaled: Tensor, k: int) -> tuple:
+        """One trunk pass over ``k`` batches concatenated in ``scaled`` ``[k N, 3, H, W]``, then the
+        distance op of every later batch against the first."""
+        n = scaled.shape[0] // k
+        taps = self._taps(scaled)
+        split = [[t[i * n : (i + 1) * n] for t in taps] for i in range(k)]
         terms = fused_distance(*split, distances=self.distances, lin=self.lin, backend=self.backend)
         return terms if isinstance(terms, tuple) else (terms,)
 
@@ -132,9 +140,7 @@ class Scorer:
         Returns ``{name: [N]}``, or ``{name: [N, L]}`` per layer with ``per_layer=True``.
         Differentiable with respect to the images when they require grad.
         """
-        a, b = self._images(x0, "x0"), self._images(x1, "x1")
-        check_same_shape(a, b, "x0", "x1")
-        (terms,) = self._terms(a, b)
+        (terms,) = self._terms(self._scaled({"x0": x0, "x1": x1}), 2)
         return terms if per_layer else {k: v.sum(dim=1) for k, v in terms.items()}
 
     def score(self, batch: Mapping[str, Tensor], per_layer: bool = False) -> Dict[str, object]:
@@ -148,11 +154,9 @@ class Scorer:
         missing = [k for k in ("ref", "p0", "p1") if k not in batch]
         if missing:
             raise ValueError(f"batch is missing {missing}; it needs 'ref', 'p0', 'p1' ([N, 3, H, W]) and optional 'judge' ([N])")
-        ref, p0, p1 = (self._images(batch[k], k) for k in ("ref", "p0", "p1"))
-        check_same_shape(ref, p0, "ref", "p0")
-        check_same_shape(ref, p1, "ref", "p1")
-        judge = optional_judge(batch.get("judge"), ref.shape[0])
-        terms0, terms1 = self._terms(ref, p0, p1)
+        scaled = self._scaled({k: batch[k] for k in ("ref", "p0", "p1")})
+        judge = optional_judge(batch.get("judge"), scaled.shape[0] // 3)
+        terms0, terms1 = self._terms(scaled, 3)
         d0 = {k: v.sum(dim=1) for k, v in terms0.items()}
         d1 = {k: v.sum(dim=1) for k, v in terms1.items()}
         out: Dict[str, object] = {"d0": terms0 if per_layer else d0, "d1": terms1 if per_layer else d1}

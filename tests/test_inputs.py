@@ -85,3 +85,25 @@ def test_judge_is_checked(scorer):
         scorer.score({"ref": x, "p0": x, "p1": x, "judge": torch.tensor([0.5, 1.5])})
     with pytest.raises(ValueError, match=r"batch is missing \['p1'\]"):
         scorer.score({"ref": x, "p0": x})
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_scaled_batch_is_one_affine_pass_equal_to_unit_range_then_scaling(dtype):
+    from perceptual_fast.inputs import check_images, lpips_scaling, scaled_batch
+
+    u8 = torch.randint(0, 256, (2, 3, 9, 7), dtype=torch.uint8)
+    f01 = img(3, 3, 9, 7, lo=0, hi=1, seed=1).to(dtype)
+    fpm = img(1, 3, 9, 7, seed=2).to(dtype)
+    items = [(u8, None), (f01, "0,1"), (fpm, None)]
+    batches = [(x, check_images(x, input_range=r)) for x, r in items]
+    fast = scaled_batch(batches, dtype, torch.device("cpu"))
+    want = torch.cat([lpips_scaling(to_unit_range(x, input_range=r).to(dtype)) for x, r in items])  # in 2 steps
+    assert fast.shape == (6, 3, 9, 7) and fast.dtype == dtype
+    # (to_unit_range converts uint8 through float32, so float32 tolerance for both dtypes)
+    torch.testing.assert_close(fast, want.to(dtype), rtol=1e-6, atol=1e-6)
+    # The differentiable path (taken when an input requires grad) gives the same values, bit for bit.
+    grad_items = [(x.double().requires_grad_() if x.is_floating_point() else x, r) for x, r in batches]
+    slow = scaled_batch(grad_items, dtype, torch.device("cpu"))
+    assert slow.requires_grad
+    if dtype == torch.float64:
+        assert torch.equal(slow.detach(), fast)
