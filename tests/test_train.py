@@ -19,6 +19,7 @@ from perceptual_fast.train import (
     LOG_FILE,
     TRAIN_KEY,
     TrainConfig,
+    _add_dropout,
     batch_indices,
     crop_images,
     lr_factor,
@@ -77,6 +78,17 @@ def test_batches_schedules_and_crops():
     assert not torch.equal(crop_images(images, "random", 0.5, g()), central)
 
 
+def test_dropout_acts_on_the_classifier_input_in_training_only():
+    model = pf.trunks.build_trunk(model_config(TrainConfig(width=0.125), 5))
+    x = torch.randn(4, 3, 32, 32)
+    clean = model.eval()(x)
+    _add_dropout(model, 0.5)
+    torch.testing.assert_close(model(x), clean)
+    model.train()
+    a, b = model(x), model(x)
+    assert not torch.allclose(a, b) and set(model.state_dict()) == set(pf.trunks.build_trunk(model_config(TrainConfig(width=0.125), 5)).state_dict())
+
+
 def test_hyperparameters_reach_the_model(tmp_path):
     cfg = TrainConfig(trunk="resnet18", width=0.0625, steps=2, checkpoint_every=2, dropout=0.3, label_smoothing=0.1,
                       crop="central", bf16=True, **{k: v for k, v in TINY.items() if k != "width"})
@@ -84,6 +96,11 @@ def test_hyperparameters_reach_the_model(tmp_path):
     _, config = read_checkpoint(tmp_path / "step0000002.safetensors")
     assert config["depth"] == 18 and config["width"] == 0.0625
     assert model_config(TrainConfig(trunk="resnet6", depth=50, width=0.5), 10)["name"] == "resnet50"
+    vit_run = TrainConfig(trunk="vit_t_8", depth=2, width=0.25, size=16, steps=2, checkpoint_every=1, dropout=0.2,
+                          batch_size=8, synthetic_n=32, num_classes=2)
+    assert [h["step"] for h in train(vit_run, tmp_path / "vit", progress=False)] == [1, 2]
+    scorer = pf.Scorer(str(tmp_path / "vit" / "step0000002.safetensors"), distances=("meanpool",))
+    assert scorer.trunk_name == "vit_t_8" and list(scorer.trunk.tap_channels) == [48, 48]
     vit = model_config(TrainConfig(trunk="vit_t_8", depth=3, width=0.5, size=32), 10)
     assert vit["depth"] == 3 and vit["embed_dim"] == 96 and vit["img_size"] == 32
     with pytest.raises(ValueError, match="fixed depth and width"):
