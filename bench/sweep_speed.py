@@ -7,7 +7,7 @@ Data: a SYNTHETIC BAPPS folder (make-bapps: 5 categories x --triplets, 256x256 P
 configs (save_trunk); weights do not change the work. Distances: spatial, meanpool, style.
   sweep   perceptual_fast.sweep.run_sweep over the pack: images decoded once and kept in memory
           for every checkpoint, the next checkpoint loaded in a background thread while one is
-          scored, one trunk pass per image, all distances from one fused op (batch 128 triplets)
+          scored, one trunk pass per image, all distances from one fused op (batch 32 triplets on CPU)
   naive   per checkpoint: read and resize the PNG folder again (read_bapps), build a Scorer from
           the file, call scorer.score on batches of 64 triplets, 2AFC per category
 Both give the same per-category 2AFC (checked). Median of --repeats timed runs, taken round robin after one

@@ -198,6 +198,10 @@ def save_checkpoint(model: nn.Module, path: Path, info: Dict[str, Any]) -> None:
     write_atomically(path, lambda tmp: save_file(state, str(tmp), metadata=metadata))
 
 
+def _write_log(out: Path, history: List[Dict[str, Any]]) -> None:
+    write_text_atomically(out / LOG_FILE, "".join(json.dumps(h) + "\n" for h in history))
+
+
 def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True) -> List[Dict[str, Any]]:
     """Trains (or resumes) the run ``cfg`` in ``out_dir``; returns one record per checkpoint (step, epoch,
     val_top1, train_loss, lr, data). A folder holding a run with other hyperparameters is an error."""
@@ -228,6 +232,7 @@ def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True) -> List
         schedule.load_state_dict(state["schedule"])
         torch.set_rng_state(state["rng"])
         step, history, losses = int(state["step"]), json.loads(state["history"]), list(state["losses"])
+        _write_log(out, history)  # a kill between the state and the log left the log one checkpoint behind
     bar = Progress(total - step, f"training {trunk_spec(cfg.trunk).name} -> {out}", "steps", enabled=progress)
     while step < total:
         model.train()
@@ -255,5 +260,5 @@ def train(cfg: TrainConfig, out_dir: os.PathLike, progress: bool = True) -> List
                         "rng": torch.get_rng_state(), "step": step, "losses": losses, "history": json.dumps(history),
                         "hyperparameters": cfg.hyperparameters()}
             write_atomically(state_path, lambda tmp: torch.save(snapshot, tmp))
-            write_text_atomically(out / LOG_FILE, "".join(json.dumps(h) + "\n" for h in history))
+            _write_log(out, history)
     return history

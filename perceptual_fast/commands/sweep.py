@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
     p.add_argument("--device", default=None, help="cpu, cuda (cuda:<LOCAL_RANK> under torchrun); default cuda if present")
     p.add_argument("--precision", default="fp32", choices=("fp32", "fp64", "bf16"))
     p.add_argument("--backend", default="auto", help="auto, cpp or torch")
-    p.add_argument("--batch-size", type=int, default=128, help="triplets per trunk pass (default: 128)")
+    p.add_argument("--batch-size", type=int, default=None, help="triplets per trunk pass (default: 32 on CPU, 128 on CUDA)")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
