@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
-from typing import Collection, List
+from dataclasses import dataclass
+from typing import Collection, List, Mapping, Sequence
 
 import torch
+from torch import Tensor
 
-from .base import DistanceRequest
+from ..distances import DISTANCES
+from .base import DistanceRequest, Terms
+
+# Slot order of the kernels' output (kernels/cpu/fused_distance.h and kernels/cuda: enum Distance/Slot).
+DISTANCES_ORDER = ("spatial", "lpips", "meanpool", "style")
+assert set(DISTANCES_ORDER) == set(DISTANCES)
 
 
 def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dtype]) -> List[str]:
@@ -19,3 +26,75 @@ def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dt
     if request.needs_grad:
         reasons.append("it has no backward and gradients are needed")
     return reasons
+
+
+def _is_nchw(t: Tensor) -> bool:
+    """Samples NCHW-contiguous (channel stride H*W, position stride 1), any batch stride."""
+    c, h, w = t.shape[1:]
+    return t.stride()[1:] == (h * w, w, 1)
+
+
+def _is_channels_last(t: Tensor) -> bool:
+    """Samples NHWC-contiguous (channel stride 1, position stride C), any batch stride."""
+    c, h, w = t.shape[1:]
+    return t.stride()[1:] == (1, w * c, c)
+
+
+def _nchw(t: Tensor) -> Tensor:
+    """A view whose samples are NCHW-contiguous, copying only when needed."""
+    return t if _is_nchw(t) else t.contiguous()
+
+
+def _layer_layout(maps: List[Tensor]) -> tuple:
+    """The maps of one layer and whether they are channels_last: read as they are when all are
+    NCHW or all are channels_last (what a trunk gives in either memory format), else copied to NCHW."""
+    if all(_is_nchw(m) for m in maps):
+        return maps, False
+    if all(_is_channels_last(m) for m in maps):
+        return maps, True
+    return [_nchw(m) for m in maps], False
+
+
+@dataclass
+class KernelCall:
+    """The arguments of one ``_C.fused_distance_*`` call, built from a request.
+
+    rows: per layer ``(a, b, c, stride_a, stride_b, stride_c, C, HW, lin, channels_last)`` with
+    data pointers (see csrc/bindings.cpp). out: float32 ``[4, count - 1, N, L]`` filled with NaN,
+    so an element the kernel fails to write cannot pass for a result. keep: the tensors the
+    pointers point into (layout copies, lin weights), alive until the call returns.
+    """
+
+    rows: list
+    batch: int
+    count: int
+    mask: int
+    element: str
+    out: Tensor
+    keep: list
+
+    @staticmethod
+    def prepare(request: DistanceRequest, elements: Mapping[torch.dtype, str], channels_last_ok: bool) -> "KernelCall":
+        feats = [[t.detach() for t in lst] for lst in request.feats]
+        count, batch, layers = len(feats), feats[0][0].shape[0], len(feats[0])
+        device = feats[0][0].device
+        lin = None
+        if "lpips" in request.distances:
+            lin = [w.detach().to(device=device, dtype=torch.float32).contiguous() for w in request.lin]
+        layouts = []
+        for layer in range(layers):
+            maps = [feats[k][layer] for k in range(count)]
+            layouts.append(_layer_layout(maps) if channels_last_ok else ([_nchw(m) for m in maps], False))
+        rows = []
+        for layer, (maps, channels_last) in enumerate(layouts):
+            c, h, w = maps[0].shape[1:]
+            ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
+            strides = [m.stride(0) for m in maps] + [0] * (3 - count)
+            rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(), channels_last))
+        mask = sum(1 << DISTANCES_ORDER.index(d) for d in request.distances)
+        out = torch.full((len(DISTANCES_ORDER), count - 1, batch, layers), float("nan"), dtype=torch.float32, device=device)
+        return KernelCall(rows, batch, count, mask, elements[feats[0][0].dtype], out, [layouts, lin])
+
+    def results(self, distances: Sequence[str]) -> List[Terms]:
+        """One ``{name: [N, L]}`` per comparison, views of ``out``."""
+        return [{d: self.out[DISTANCES_ORDER.index(d), q] for d in distances} for q in range(self.count - 1)]

@@ -11,8 +11,8 @@ from typing import List
 import torch
 
 from .base import Backend, DistanceRequest, Terms
-from .common import dtype_and_grad_reasons
-from .cpp import DISTANCES_ORDER, _nchw, load_extension
+from .common import KernelCall, dtype_and_grad_reasons
+from .cpp import load_extension
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -20,25 +20,12 @@ _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16:
 def fused_distance_cuda(request: DistanceRequest) -> List[Terms]:
     """Runs ``request`` on the CUDA kernels: one ``{name: [N, L]}`` float32 per comparison."""
     ext = load_extension()
-    feats = [[_nchw(t.detach()) for t in layer_list] for layer_list in request.feats]
-    count, n, layers = len(feats), feats[0][0].shape[0], len(feats[0])
-    device = feats[0][0].device
-    lin = None
-    if "lpips" in request.distances:
-        lin = [w.detach().to(device=device, dtype=torch.float32).contiguous() for w in request.lin]
-    rows = []
-    for layer in range(layers):
-        maps = [feats[k][layer] for k in range(count)]
-        c, h, w = maps[0].shape[1:]
-        ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
-        strides = [m.stride(0) for m in maps] + [0] * (3 - count)
-        rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(), False))
-    mask = sum(1 << DISTANCES_ORDER.index(d) for d in request.distances)
-    out = torch.full((len(DISTANCES_ORDER), count - 1, n, layers), float("nan"), dtype=torch.float32, device=device)
+    call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=False)  # the CUDA kernels read NCHW
+    device = call.out.device
     with torch.cuda.device(device):
         stream = torch.cuda.current_stream(device).cuda_stream
-        ext.fused_distance_cuda(rows, n, count, mask, _ELEMENT[feats[0][0].dtype], out.data_ptr(), stream)
-    return [{d: out[DISTANCES_ORDER.index(d), q] for d in request.distances} for q in range(count - 1)]
+        ext.fused_distance_cuda(call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr(), stream)
+    return call.results(request.distances)
 
 
 class CudaBackend(Backend):
