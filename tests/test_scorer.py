@@ -108,3 +108,16 @@ def test_bf16_taps_reach_the_kernel_and_match_the_widened_reference(triplet):
     for name in pf.DISTANCES:
         assert got["d0"][name].dtype == torch.float32
         torch.testing.assert_close(got["d0"][name], want["d0"][name], rtol=1e-5, atol=1e-9)
+
+
+def test_memory_format_auto_runs_channels_last_on_cpu_with_the_same_results(triplet):
+    kw = dict(trunk="vgg16", weights="random", lin="lpips", distances=pf.DISTANCES)
+    auto, nchw = pf.Scorer(**kw), pf.Scorer(memory_format="contiguous", **kw)
+    taps = auto.features(triplet["ref"])
+    assert all(t.is_contiguous(memory_format=torch.channels_last) for t in taps if t.shape[-1] > 1)
+    assert all(t.is_contiguous() for t in nchw.features(triplet["ref"]))
+    a, b = auto.score(triplet), nchw.score(triplet)
+    for name in pf.DISTANCES:
+        torch.testing.assert_close(a["d0"][name], b["d0"][name], rtol=1e-4, atol=1e-8)
+    with pytest.raises(ValueError, match="memory_format 'nhwc' is not one of auto, channels_last, contiguous"):
+        pf.Scorer(memory_format="nhwc", **kw)
