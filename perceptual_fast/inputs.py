@@ -129,13 +129,14 @@ def scaled_batch(
         beta = (-1.0 - 2.0 * lo / (hi - lo) - shift) / scale
         parts.append((x.to(device), alpha.to(device=device, dtype=dtype), beta.to(device=device, dtype=dtype)))
     if torch.is_grad_enabled() and any(x.requires_grad for x, _, _ in parts):
-        return torch.cat([x.to(dtype) * alpha + beta for x, alpha, beta in parts]).contiguous(memory_format=memory_format)
+        scaled = [torch.addcmul(beta, x.to(dtype), alpha) for x, alpha, beta in parts]  # the same arithmetic
+        return torch.cat(scaled).contiguous(memory_format=memory_format)
     shape = (sum(x.shape[0] for x, _, _ in parts), *parts[0][0].shape[1:])
     out = torch.empty(shape, dtype=dtype, device=device, memory_format=memory_format)
     start = 0
     for x, alpha, beta in parts:
         view = out[start : start + x.shape[0]]
-        torch.mul(x, alpha, out=view).add_(beta)
+        torch.addcmul(beta, view.copy_(x), alpha, out=view)  # a cast copy, then one fused pass
         start += x.shape[0]
     return out
 
