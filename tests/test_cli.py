@@ -67,3 +67,17 @@ def test_demo_trains_sweeps_and_plots_labelled_synthetic(tmp_path, capsys):
     doc = json.loads(capsys.readouterr().out)
     assert doc["data"] == "synthetic" and [r["step"] for r in doc["records"]] == [10, 20]
     assert all(r["status"] == "ok" and set(r["ps"]) == {"spatial", "meanpool", "style"} for r in doc["records"])
+
+
+def test_score_takes_an_exported_archive_as_trunk(tmp_path, capsys):
+    archive = tmp_path / "r6.pt"
+    assert main(["export", "--trunk", "resnet6", "--weights", "random", "--seed", "2", "-o", str(archive)]) == 0
+    a, b = _save(tmp_path / "a.png", 1, size=(64, 64)), _save(tmp_path / "b.png", 2, size=(64, 64))
+    capsys.readouterr()
+    assert main(["score", str(tmp_path / "a.png"), str(tmp_path / "b.png"), "--trunk", str(archive), "--json"]) == 0
+    got = json.loads(capsys.readouterr().out)["pairs"][0]["spatial"]
+    want = pf.Scorer("resnet6", weights="random", seed=2).distance(a[None], b[None])["spatial"]
+    assert got == pytest.approx(float(want[0]), rel=1e-5)
+    with pytest.raises(SystemExit):
+        main(["score", "x.png", "y.png", "--trunk", "resnet19"])
+    assert "'resnet19' is neither a trunk name" in capsys.readouterr().err

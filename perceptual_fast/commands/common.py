@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Optional
 
 from ..distances import DISTANCES
@@ -10,8 +11,23 @@ from ..scorer import Scorer
 from ..trunks import list_trunks
 
 
+def trunk_argument(value: str) -> str:
+    """--trunk: a registry name or an existing file."""
+    if value in list_trunks() or Path(value).is_file():
+        return value
+    raise argparse.ArgumentTypeError(
+        f"{value!r} is neither a trunk name ({', '.join(list_trunks())}) nor an existing archive or checkpoint file"
+    )
+
+
 def add_scorer_options(p: argparse.ArgumentParser, default_distances: str, default_weights: Optional[str]) -> None:
-    p.add_argument("--trunk", default="alexnet", choices=list_trunks(), help="feature trunk (default: alexnet)")
+    p.add_argument(
+        "--trunk",
+        default="alexnet",
+        type=trunk_argument,
+        help="a registry name (default: alexnet; see perceptual_fast.list_trunks()), or the path of a TorchScript "
+        "archive (perceptual-fast export) or of a checkpoint that carries its trunk config",
+    )
     p.add_argument(
         "--weights",
         default=default_weights,
