@@ -16,6 +16,31 @@ DISTANCES_ORDER = ("spatial", "lpips", "meanpool", "style")
 assert set(DISTANCES_ORDER) == set(DISTANCES)
 
 
+def load_extension():
+    """The compiled ``_C`` module, or the ImportError that says why it is missing."""
+    try:
+        from .. import _C
+
+        return _C
+    except ImportError as err:
+        return err
+
+
+def extension_kernel_reasons(
+    request: DistanceRequest, device_type: str, dtypes: Collection[torch.dtype], needs_cuda_build: bool = False
+) -> List[str]:
+    """Why a ``_C`` kernel for ``device_type`` tensors cannot run ``request`` (empty: it can)."""
+    reasons = []
+    ext = load_extension()
+    if isinstance(ext, ImportError):
+        reasons.append(f"the compiled extension perceptual_fast._C is not importable ({ext})")
+    elif needs_cuda_build and not getattr(ext, "has_cuda", False):
+        reasons.append("perceptual_fast._C was built without CUDA (PERCEPTUAL_FAST_CUDA=OFF or no nvcc at build time)")
+    if any(t.device.type != device_type for t in request.tensors):
+        reasons.append(f"it runs on {device_type.upper()} tensors only")
+    return reasons + dtype_and_grad_reasons(request, dtypes)
+
+
 def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dtype]) -> List[str]:
     """Reasons a kernel without backward that takes one dtype among ``dtypes`` cannot run ``request``."""
     reasons = []

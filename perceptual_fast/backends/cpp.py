@@ -15,19 +15,9 @@ from typing import List
 import torch
 
 from .base import Backend, DistanceRequest, Terms
-from .common import KernelCall, dtype_and_grad_reasons
+from .common import KernelCall, extension_kernel_reasons, load_extension
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
-
-
-def load_extension():
-    """The compiled ``_C`` module, or the ImportError that says why it is missing."""
-    try:
-        from .. import _C
-
-        return _C
-    except ImportError as err:
-        return err
 
 
 def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
@@ -44,13 +34,7 @@ class CppBackend(Backend):
     name = "cpp"
 
     def unsupported(self, request: DistanceRequest) -> List[str]:
-        reasons = []
-        ext = load_extension()
-        if isinstance(ext, ImportError):
-            reasons.append(f"the compiled extension perceptual_fast._C is not importable ({ext})")
-        if any(t.device.type != "cpu" for t in request.tensors):
-            reasons.append("it runs on CPU tensors only")
-        return reasons + dtype_and_grad_reasons(request, _ELEMENT)
+        return extension_kernel_reasons(request, "cpu", _ELEMENT)
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
         return fused_distance_cpp(request)

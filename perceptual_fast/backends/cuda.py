@@ -11,8 +11,7 @@ from typing import List
 import torch
 
 from .base import Backend, DistanceRequest, Terms
-from .common import KernelCall, dtype_and_grad_reasons
-from .cpp import load_extension
+from .common import KernelCall, extension_kernel_reasons, load_extension
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 
@@ -32,15 +31,7 @@ class CudaBackend(Backend):
     name = "cuda"
 
     def unsupported(self, request: DistanceRequest) -> List[str]:
-        reasons = []
-        ext = load_extension()
-        if isinstance(ext, ImportError):
-            reasons.append(f"the compiled extension perceptual_fast._C is not importable ({ext})")
-        elif not getattr(ext, "has_cuda", False):
-            reasons.append("perceptual_fast._C was built without CUDA (PERCEPTUAL_FAST_CUDA=OFF or no nvcc at build time)")
-        if any(t.device.type != "cuda" for t in request.tensors):
-            reasons.append("it runs on CUDA tensors only")
-        return reasons + dtype_and_grad_reasons(request, _ELEMENT)
+        return extension_kernel_reasons(request, "cuda", _ELEMENT, needs_cuda_build=True)
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
         return fused_distance_cuda(request)
