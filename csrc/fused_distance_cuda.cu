@@ -16,20 +16,37 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
 }
 
-template <typename T>
-T* device_copy(const std::vector<T>& host, cudaStream_t stream) {
-  void* ptr = nullptr;
-  check(cudaMallocAsync(&ptr, host.size() * sizeof(T), stream), "cudaMallocAsync");
-  check(cudaMemcpyAsync(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
-  return static_cast<T*>(ptr);
-}
+// Stream-ordered device allocations of one call, freed on the same stream when the call ends,
+// also when a check throws half-way.
+class DeviceBuffers {
+ public:
+  explicit DeviceBuffers(cudaStream_t stream) : stream_(stream) {}
+  DeviceBuffers(const DeviceBuffers&) = delete;
+  DeviceBuffers& operator=(const DeviceBuffers&) = delete;
+  ~DeviceBuffers() {
+    for (void* ptr : owned_) cudaFreeAsync(ptr, stream_);
+  }
 
-float* device_zeros(std::size_t count, cudaStream_t stream) {
-  void* ptr = nullptr;
-  check(cudaMallocAsync(&ptr, count * sizeof(float), stream), "cudaMallocAsync");
-  check(cudaMemsetAsync(ptr, 0, count * sizeof(float), stream), "cudaMemsetAsync");
-  return static_cast<float*>(ptr);
-}
+  void* allocate(std::size_t bytes) {
+    void* ptr = nullptr;
+    check(cudaMallocAsync(&ptr, bytes, stream_), "cudaMallocAsync");
+    owned_.push_back(ptr);
+    return ptr;
+  }
+
+  // A host-to-device copy: from pageable memory it returns once the data is staged, so `host`
+  // may go away after it.
+  template <typename T>
+  T* copy(const std::vector<T>& host) {
+    void* ptr = allocate(host.size() * sizeof(T));
+    check(cudaMemcpyAsync(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
+    return static_cast<T*>(ptr);
+  }
+
+ private:
+  cudaStream_t stream_;
+  std::vector<void*> owned_;
+};
 
 template <typename T, int kCount>
 void launch(cuda::Problem pb, const cuda::PointwiseItem* pointwise, std::int64_t pointwise_items,
@@ -38,7 +55,7 @@ void launch(cuda::Problem pb, const cuda::PointwiseItem* pointwise, std::int64_t
   const bool want_terms = (pb.distances & ((1u << cuda::kSpatial) | (1u << cuda::kLpips))) != 0;
   const bool want_mean = (pb.distances >> cuda::kMeanpool) & 1u;
   const bool want_style = (pb.distances >> cuda::kStyle) & 1u;
-  if (want_terms || want_mean || want_style) {
+  if (want_terms || want_style) {
     cuda::pointwise_kernel<T, kCount><<<dim3(static_cast<unsigned>(pointwise_items), batch),
                                         dim3(cuda::kTileP, cuda::kChanLanes), 0, stream>>>(pb, pointwise);
     check(cudaGetLastError(), "pointwise_kernel launch");
@@ -49,7 +66,7 @@ void launch(cuda::Problem pb, const cuda::PointwiseItem* pointwise, std::int64_t
     check(cudaGetLastError(), "style_kernel launch");
   }
   if (want_mean) {
-    cuda::meanpool_kernel<kCount><<<dim3(static_cast<unsigned>(pb.layer_count), batch), 256, 0, stream>>>(pb);
+    cuda::meanpool_kernel<T, kCount><<<dim3(static_cast<unsigned>(pb.layer_count), batch), 256, 0, stream>>>(pb);
     check(cudaGetLastError(), "meanpool_kernel launch");
   }
 }
@@ -73,6 +90,10 @@ void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream_handle) {
   if (args.batch == 0) return;
   if (args.batch > 65535) throw std::invalid_argument("the CUDA kernels take at most 65535 samples per call; split the batch");
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
+  cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
+  check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
+  if (capture != cudaStreamCaptureStatusNone)
+    throw std::runtime_error("fused_distance_cuda cannot be captured in a CUDA graph (it copies per-call work lists)");
   const int pairs = args.count - 1;
   const std::int64_t L = static_cast<std::int64_t>(args.layers.size());
 
@@ -102,17 +123,21 @@ void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream_handle) {
         style.push_back({static_cast<std::int32_t>(l), static_cast<std::int32_t>(i), static_cast<std::int32_t>(j)});
   }
 
+  DeviceBuffers buffers(stream);
   cuda::Problem pb{};
-  pb.layers = device_copy(layers, stream);
-  const cuda::PointwiseItem* pointwise_dev = device_copy(pointwise, stream);
-  const cuda::StyleItem* style_dev = device_copy(style, stream);
+  pb.layers = buffers.copy(layers);
+  const cuda::PointwiseItem* pointwise_dev = buffers.copy(pointwise);
+  const cuda::StyleItem* style_dev = buffers.copy(style);
   pb.batch = args.batch;
   pb.layer_count = L;
   pb.total_channels = total_c;
   pb.total_positions = total_hw;
   pb.distances = args.distances;
-  pb.inv_norm = device_zeros(static_cast<std::size_t>(args.count * args.batch * total_hw), stream);
-  pb.channel_sums = device_zeros(static_cast<std::size_t>(args.count * args.batch * total_c), stream);
+  // Scratch only for what is asked; every element read is written first, so no memset.
+  const bool want_style = (args.distances >> cuda::kStyle) & 1u, want_mean = (args.distances >> cuda::kMeanpool) & 1u;
+  const std::size_t floats = sizeof(float);
+  pb.inv_norm = want_style ? static_cast<float*>(buffers.allocate(args.count * args.batch * total_hw * floats)) : nullptr;
+  pb.channel_sums = want_mean ? static_cast<float*>(buffers.allocate(args.count * args.batch * total_c * floats)) : nullptr;
   pb.out = reinterpret_cast<float*>(args.out);
   // Requested slots accumulate atomically from zero; the others keep what the caller put there.
   const std::size_t slot = static_cast<std::size_t>(pairs * args.batch * L);
@@ -132,10 +157,6 @@ void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream_handle) {
       launch_count<__half>(args.count, pb, pointwise_dev, items_p, style_dev, items_s, stream);
       break;
   }
-  for (const void* ptr : {static_cast<const void*>(pb.layers), static_cast<const void*>(pointwise_dev),
-                          static_cast<const void*>(style_dev), static_cast<const void*>(pb.inv_norm),
-                          static_cast<const void*>(pb.channel_sums)})
-    check(cudaFreeAsync(const_cast<void*>(ptr), stream), "cudaFreeAsync");
 }
 
 }  // namespace perceptual_fast

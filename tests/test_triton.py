@@ -64,3 +64,12 @@ def test_auto_never_picks_the_interpreter_for_cpu_tensors():
     request = pf.backends.DistanceRequest(tuple(map(tuple, feats)), ("spatial",))
     if DEVICE == "cpu":
         assert pf.backends.dispatch_plan(request)[0] == "cpp"
+
+
+def test_triton_identical_inputs_give_exact_zeros():
+    feats = _feats(3, torch.float32, seed=7)
+    same = [feats[0], [t.clone() for t in feats[0]], [t.clone() for t in feats[0]]]
+    lin = [torch.rand(s[0], device=DEVICE) for s in LAYERS]
+    for terms in pf.fused_distance(*same, distances=D.DISTANCES, lin=lin, backend="triton"):
+        for name in D.DISTANCES:
+            assert torch.equal(terms[name], torch.zeros_like(terms[name])), name

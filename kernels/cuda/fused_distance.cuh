@@ -5,14 +5,16 @@
 //  pointwise_kernel  (tile of 32 positions of a layer) x sample: per-position channel norms,
 //                    spatial / lpips terms (normalised difference with round-to-nearest
 //                    intrinsics, never contracted into an FMA, so equal maps give exactly 0),
-//                    per-channel sums for meanpool, inverse norms for style.
+//                    inverse norms for style.
 //  style_kernel      (32x32 channel block pair of the upper triangle) x sample: Ga and Gx block
 //                    accumulated through shared-memory tiles of normalised features; adds
 //                    sum((Ga - Gx)^2), twice off the diagonal. No Gram matrix is stored.
-//  meanpool_kernel   layer x sample: normalised channel means, squared difference.
+//  meanpool_kernel   layer x sample: channel sums (a warp per channel, fixed order), normalised
+//                    means, squared difference.
 //
-// Maps are float, __nv_bfloat16 or __half; all arithmetic is float32. Results accumulate with
-// atomicAdd, so their last bits depend on the order blocks finish.
+// Maps are float, __nv_bfloat16 or __half; all arithmetic is float32. spatial / lpips / style
+// accumulate over blocks with atomicAdd, so their last bits depend on the order blocks finish
+// (equal maps still give exactly 0: every contribution is 0).
 #pragma once
 
 #include <cuda_bf16.h>
@@ -110,15 +112,10 @@ __global__ void pointwise_kernel(Problem pb, const PointwiseItem* items) {
   __shared__ float reduce_buffer[kTileP * kChanLanes / 32];
   float sq[kCount];
   for (int k = 0; k < kCount; ++k) sq[k] = 0.f;
-  const bool mean = wants(pb.distances, kMeanpool);
   for (std::int64_t c = threadIdx.y; c < C; c += kChanLanes) {
     for (int k = 0; k < kCount; ++k) {
       const float v = valid ? to_float(maps[k][c * HW + p]) : 0.f;
       sq[k] += v * v;
-      if (mean) {  // the warp covers the tile's positions of channel c
-        const float s = warp_sum(v);
-        if (threadIdx.x == 0) atomicAdd(pb.channel_sums + (k * pb.batch + n) * pb.total_channels + layer.channel_offset + c, s);
-      }
     }
   }
   for (int k = 0; k < kCount; ++k) partial[k][threadIdx.y][threadIdx.x] = sq[k];
@@ -214,16 +211,30 @@ __global__ void style_kernel(Problem pb, const StyleItem* items) {
   }
 }
 
-template <int kCount>
+// One block per (layer, sample). The channel sums are computed here, each by one warp in a fixed
+// order that is the same for every map (no atomics), so equal maps give bitwise equal means and
+// the term is exactly 0, as on the CPU.
+template <typename T, int kCount>
 __global__ void meanpool_kernel(Problem pb) {
   const std::int64_t l = blockIdx.x, n = blockIdx.y;
   const DeviceLayer layer = pb.layers[l];
-  const std::int64_t C = layer.channels;
-  const float hw = static_cast<float>(layer.positions);
+  const std::int64_t C = layer.channels, HW = layer.positions;
+  const float hw = static_cast<float>(HW);
   __shared__ float reduce_buffer[8];
   __shared__ float broadcast[2];
-  const float* sums[kCount];
+  float* sums[kCount];
   for (int k = 0; k < kCount; ++k) sums[k] = pb.channel_sums + (k * pb.batch + n) * pb.total_channels + layer.channel_offset;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
+    for (int k = 0; k < kCount; ++k) {
+      const T* row = static_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k] + c * HW;
+      float s = 0.f;
+      for (std::int64_t p = lane; p < HW; p += 32) s += to_float(row[p]);
+      s = warp_sum(s);
+      if (lane == 0) sums[k][c] = s;
+    }
+  }
+  __syncthreads();  // the sums (global memory) are read by other warps below
   const int pairs = kCount - 1;
   for (int q = 0; q < pairs; ++q) {
     float sa = 0.f, sx = 0.f;

@@ -7,19 +7,21 @@ offsets from it (a small int64 table), plus a work list: the pointwise kernel ru
 pair of a layer) x sample, the meanpool kernel over layer x sample.
 
 1. ``_pointwise_kernel``: per-position channel norms, the spatial / lpips terms (difference of
-   normalised vectors; FMA contraction off so equal maps give exactly 0), per-channel sums for
-   meanpool (atomically added into an [count, N, sum C] buffer) and, for style, the inverse
-   norms per position ([count, N, sum HW]). The reference is read once for a triplet.
+   normalised vectors; compiled with ``enable_fp_fusion=False`` so equal maps give exactly 0)
+   and, for style, the inverse norms per position ([count, N, sum HW]). The reference is read
+   once for a triplet.
 2. ``_style_kernel``: Gram differences through ``tl.dot`` tiles: for a block pair (I, J) it
    accumulates Ga[I, J] and Gx[I, J] over positions (normalising on the fly) and adds
-   sum((Ga - Gx)^2), times 2 off the diagonal, to the output. No Gram matrix is stored.
-3. ``_meanpool_kernel``: normalises the channel means and sums the squared difference.
+   sum((Ga - Gx)^2), times 2 off the diagonal, to its own [count - 1, N, L] buffer (so the
+   autotuner's trial runs never reset another kernel's results). No Gram matrix is stored.
+3. ``_meanpool_kernel``: the channel sums of every map in one fixed order (no atomics, so equal
+   maps give exactly 0), then the normalised means and the squared difference.
 
 Inputs: float32, bfloat16 or float16 maps whose samples are NCHW-contiguous (any batch stride);
 all arithmetic in float32. float32 Gram tiles use ``input_precision="ieee"`` (no TF32), so
 results match the float32 reference to ~1e-5; bf16/fp16 tiles are cast to their input dtype
-for the tensor cores (their own tolerance). Outputs accumulate with atomics: the summation order
-on a GPU is not fixed, so the last bits may vary from run to run.
+for the tensor cores (their own tolerance). spatial / lpips / style accumulate with atomics: the
+summation order on a GPU is not fixed, so their last bits may vary from run to run.
 
 Under ``TRITON_INTERPRET=1`` the kernels run on CPU tensors (slowly): that is how CI tests them.
 Block sizes are fixed per mode (the work lists depend on them); the autotuner only picks warps
@@ -51,12 +53,14 @@ _WARP_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)] if INTERPRET else
 ]
 
 
-@triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["out", "chsum", "inv"])
+# reset_to_zero: the autotuner's trial runs must not leave their atomic sums behind. Each kernel
+# accumulates into a buffer of its own, so one kernel's trials never wipe another's results.
+@triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["out"])
 @triton.jit
 def _pointwise_kernel(
-    base, map_off, map_stride, chans, hws, chan_off, pos_off, lin, lin_off, tile_layer, tile_p0,
-    inv, chsum, out, N, L, TOTAL_C, TOTAL_HW,
-    COUNT: tl.constexpr, WANT_TERMS: tl.constexpr, WANT_MEAN: tl.constexpr, WANT_STYLE: tl.constexpr,
+    base, map_off, map_stride, chans, hws, pos_off, lin, lin_off, tile_layer, tile_p0,
+    inv, out, N, L, TOTAL_HW,
+    COUNT: tl.constexpr, WANT_TERMS: tl.constexpr, WANT_STYLE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
     t = tl.program_id(0)
@@ -69,7 +73,6 @@ def _pointwise_kernel(
     a_ptr = base + tl.load(map_off + layer) + n * tl.load(map_stride + layer)
     b_ptr = base + tl.load(map_off + L + layer) + n * tl.load(map_stride + L + layer)
     c_ptr = base + tl.load(map_off + 2 * L + layer) + n * tl.load(map_stride + 2 * L + layer)
-    coff = tl.load(chan_off + layer)
 
     ssa = tl.zeros([BLOCK_P], dtype=tl.float32)
     ssb = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -83,14 +86,9 @@ def _pointwise_kernel(
         xb = tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
         ssa += tl.sum(xa * xa, axis=0)
         ssb += tl.sum(xb * xb, axis=0)
-        if WANT_MEAN:
-            tl.atomic_add(chsum + n * TOTAL_C + coff + cc, tl.sum(xa, axis=1), mask=cmask)
-            tl.atomic_add(chsum + (N + n) * TOTAL_C + coff + cc, tl.sum(xb, axis=1), mask=cmask)
         if COUNT == 3:
             xc = tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
             ssc += tl.sum(xc * xc, axis=0)
-            if WANT_MEAN:
-                tl.atomic_add(chsum + (2 * N + n) * TOTAL_C + coff + cc, tl.sum(xc, axis=1), mask=cmask)
     ia = 1.0 / (tl.sqrt(ssa) + 1e-10)
     ib = 1.0 / (tl.sqrt(ssb) + 1e-10)
     ic = 1.0 / (tl.sqrt(ssc) + 1e-10)
@@ -135,10 +133,10 @@ def _gram_tile(ptr, inv_p, rows, p, rmask, pmask, HW, DOT_DTYPE: tl.constexpr):
     return (x * inv_p[None, :]).to(DOT_DTYPE)
 
 
-@triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["out"])
+@triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["style_out"])
 @triton.jit
 def _style_kernel(
-    base, map_off, map_stride, chans, hws, pos_off, blk_layer, blk_i0, blk_j0, inv, out, N, L, TOTAL_HW,
+    base, map_off, map_stride, chans, hws, pos_off, blk_layer, blk_i0, blk_j0, inv, style_out, N, L, TOTAL_HW,
     COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr, DOT_DTYPE: tl.constexpr,
     PRECISION: tl.constexpr,
 ):
@@ -176,21 +174,37 @@ def _style_kernel(
     hw = HW.to(tl.float32)
     c = C.to(tl.float32)
     scale = tl.where(i0 == j0, 1.0, 2.0) / (hw * hw * c * c)
-    pairs = COUNT - 1
     db = ga - gb
-    tl.atomic_add(out + ((STYLE * pairs) * N + n) * L + layer, tl.sum(tl.sum(db * db, axis=1), axis=0) * scale)
+    tl.atomic_add(style_out + n * L + layer, tl.sum(tl.sum(db * db, axis=1), axis=0) * scale)
     if COUNT == 3:
         dc = ga - gc
-        tl.atomic_add(out + ((STYLE * pairs + 1) * N + n) * L + layer, tl.sum(tl.sum(dc * dc, axis=1), axis=0) * scale)
+        tl.atomic_add(style_out + (N + n) * L + layer, tl.sum(tl.sum(dc * dc, axis=1), axis=0) * scale)
 
 
 @triton.jit
-def _meanpool_kernel(chsum, chans, hws, chan_off, out, N, L, TOTAL_C, COUNT: tl.constexpr, BLOCK_C: tl.constexpr):
+def _meanpool_kernel(
+    base, map_off, map_stride, chans, hws, chan_off, chsum, out, N, L, TOTAL_C,
+    COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program per (layer, sample) computes every map's channel sums in the same fixed order
+    # (no atomics), so equal maps give bitwise equal means and the term is exactly 0.
     layer = tl.program_id(0)
     n = tl.program_id(1)
     C = tl.load(chans + layer)
-    hw = tl.load(hws + layer).to(tl.float32)
+    HW = tl.load(hws + layer)
+    hw = HW.to(tl.float32)
     coff = tl.load(chan_off + layer)
+    for k in tl.static_range(COUNT):
+        ptr = base + tl.load(map_off + k * L + layer) + n * tl.load(map_stride + k * L + layer)
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + tl.arange(0, BLOCK_C)
+            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+            for p0 in range(0, HW, BLOCK_P):
+                p = p0 + tl.arange(0, BLOCK_P)
+                m = (cc < C)[:, None] & (p < HW)[None, :]
+                acc += tl.sum(tl.load(ptr + cc[:, None] * HW + p[None, :], mask=m, other=0.0).to(tl.float32), axis=1)
+            tl.store(chsum + (k * N + n) * TOTAL_C + coff + cc, acc, mask=cc < C)
+    tl.debug_barrier()  # the sums are read back below by other threads of this program
     pairs = COUNT - 1
     for q in tl.static_range(COUNT - 1):
         sa = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -257,31 +271,36 @@ def fused_distance_triton(
         out[SLOTS.index(d)].zero_()  # accumulated atomically; unrequested slots stay NaN
     lin_flat = (torch.cat([w.reshape(-1) for w in lin]).to(device=device, dtype=torch.float32)
                 if lin is not None and "lpips" in want else torch.zeros(total_c, device=device))
-    inv = torch.zeros(count, n, total_hw, dtype=torch.float32, device=device)
-    chsum = torch.zeros(count, n, total_c, dtype=torch.float32, device=device)
+    # Scratch written before it is read: no zeroing needed.
+    inv = torch.empty(count, n, total_hw, dtype=torch.float32, device=device) if "style" in want else out
+    chsum = torch.empty(count, n, total_c, dtype=torch.float32, device=device) if "meanpool" in want else out
     tiles = [(layer, p0) for layer in range(layers) for p0 in range(0, hws[layer], POINTWISE_BLOCK_P)]
     tables = dict(map_off=as_dev(offsets.reshape(-1).tolist()), map_stride=as_dev(strides.reshape(-1).tolist()),
                   chans=as_dev(chans), hws=as_dev(hws))
     terms = bool(want & {"spatial", "lpips"})
-    if n and (terms or want & {"meanpool", "style"}):
+    if n and (terms or "style" in want):
         _pointwise_kernel[(len(tiles), n)](
-            first, tables["map_off"], tables["map_stride"], tables["chans"], tables["hws"], as_dev(chan_off),
-            as_dev(pos_off), lin_flat, as_dev(chan_off), as_dev([t[0] for t in tiles]), as_dev([t[1] for t in tiles]),
-            inv, chsum, out, n, layers, total_c, total_hw,
-            COUNT=count, WANT_TERMS=terms, WANT_MEAN="meanpool" in want, WANT_STYLE="style" in want,
-            BLOCK_P=POINTWISE_BLOCK_P, BLOCK_C=CHANNEL_BLOCK,
+            first, tables["map_off"], tables["map_stride"], tables["chans"], tables["hws"], as_dev(pos_off),
+            lin_flat, as_dev(chan_off), as_dev([t[0] for t in tiles]), as_dev([t[1] for t in tiles]),
+            inv, out, n, layers, total_hw,
+            COUNT=count, WANT_TERMS=terms, WANT_STYLE="style" in want, BLOCK_P=POINTWISE_BLOCK_P, BLOCK_C=CHANNEL_BLOCK,
+            enable_fp_fusion=False,  # a * ia - b * ib must not become an FMA: equal maps give exactly 0
         )
     if n and "style" in want:
+        style_out = torch.zeros(pairs, n, layers, dtype=torch.float32, device=device)
         blocks = [(layer, i0, j0) for layer in range(layers) for i0 in range(0, chans[layer], STYLE_BLOCK_C)
                   for j0 in range(i0, chans[layer], STYLE_BLOCK_C)]
         _style_kernel[(len(blocks), n)](
             first, tables["map_off"], tables["map_stride"], tables["chans"], tables["hws"], as_dev(pos_off),
             as_dev([b[0] for b in blocks]), as_dev([b[1] for b in blocks]), as_dev([b[2] for b in blocks]),
-            inv, out, n, layers, total_hw,
+            inv, style_out, n, layers, total_hw,
             COUNT=count, BLOCK_C=STYLE_BLOCK_C, BLOCK_P=STYLE_BLOCK_P, DOT_DTYPE=_DOT_DTYPES[dtype],
             PRECISION="ieee" if _DOT_DTYPES[dtype] == tl.float32 else "tf32",
         )
+        out[STYLE] = style_out
     if n and "meanpool" in want:
-        _meanpool_kernel[(layers, n)](chsum, tables["chans"], tables["hws"], as_dev(chan_off), out, n, layers, total_c,
-                                      COUNT=count, BLOCK_C=CHANNEL_BLOCK)
+        _meanpool_kernel[(layers, n)](
+            first, tables["map_off"], tables["map_stride"], tables["chans"], tables["hws"], as_dev(chan_off), chsum, out,
+            n, layers, total_c, COUNT=count, BLOCK_C=CHANNEL_BLOCK, BLOCK_P=POINTWISE_BLOCK_P,
+        )
     return [{d: out[SLOTS.index(d), q] for d in distances} for q in range(pairs)]
