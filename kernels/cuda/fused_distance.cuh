@@ -71,6 +71,12 @@ __device__ __forceinline__ float to_float(float v) { return v; }
 __device__ __forceinline__ float to_float(__nv_bfloat16 v) { return __bfloat162float(v); }
 __device__ __forceinline__ float to_float(__half v) { return __half2float(v); }
 
+// Sample n of map k (0 = reference) of a layer.
+template <typename T>
+__device__ __forceinline__ const T* sample_map(const DeviceLayer& layer, int k, std::int64_t n) {
+  return static_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k];
+}
+
 __device__ __forceinline__ bool wants(unsigned mask, int slot) { return (mask >> slot) & 1u; }
 
 __device__ __forceinline__ float* out_slot(const Problem& pb, int slot, int q, int pairs, std::int64_t n, std::int64_t l) {
@@ -106,7 +112,7 @@ __global__ void pointwise_kernel(Problem pb, const PointwiseItem* items) {
   const std::int64_t p = item.first + threadIdx.x;
   const bool valid = p < HW;
   const T* maps[kCount];
-  for (int k = 0; k < kCount; ++k) maps[k] = static_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k];
+  for (int k = 0; k < kCount; ++k) maps[k] = sample_map<T>(layer, k, n);
 
   __shared__ float partial[kCount][kChanLanes][kTileP];
   __shared__ float reduce_buffer[kTileP * kChanLanes / 32];
@@ -162,7 +168,7 @@ __global__ void style_kernel(Problem pb, const StyleItem* items) {
   const T* maps[kCount];
   const float* inv[kCount];
   for (int k = 0; k < kCount; ++k) {
-    maps[k] = static_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k];
+    maps[k] = sample_map<T>(layer, k, n);
     inv[k] = pb.inv_norm + (k * pb.batch + n) * pb.total_positions + layer.position_offset;
   }
   __shared__ float rows_i[kCount][kStyleTile][kStyleP + 1];
@@ -227,7 +233,7 @@ __global__ void meanpool_kernel(Problem pb) {
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
     for (int k = 0; k < kCount; ++k) {
-      const T* row = static_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k] + c * HW;
+      const T* row = sample_map<T>(layer, k, n) + c * HW;
       float s = 0.f;
       for (std::int64_t p = lane; p < HW; p += 32) s += to_float(row[p]);
       s = warp_sum(s);

@@ -53,6 +53,19 @@ _WARP_CONFIGS = [triton.Config({}, num_warps=4, num_stages=2)] if INTERPRET else
 ]
 
 
+@triton.jit
+def _map_ptr(base, map_off, map_stride, k, layer, n, L):
+    """Pointer to sample ``n`` of map ``k`` (0 = reference) of ``layer``: one base pointer plus the
+    per-layer element offset and batch stride from the host's tables."""
+    return base + tl.load(map_off + k * L + layer) + n * tl.load(map_stride + k * L + layer)
+
+
+@triton.jit
+def _tile(ptr, offs, mask):
+    """A masked [BLOCK_C, BLOCK_P] tile of a map, as float32 (zeros outside the map)."""
+    return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
+
+
 # reset_to_zero: the autotuner's trial runs must not leave their atomic sums behind. Each kernel
 # accumulates into a buffer of its own, so one kernel's trials never wipe another's results.
 @triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["out"])
@@ -70,9 +83,9 @@ def _pointwise_kernel(
     HW = tl.load(hws + layer)
     p = tl.load(tile_p0 + t) + tl.arange(0, BLOCK_P)
     pmask = p < HW
-    a_ptr = base + tl.load(map_off + layer) + n * tl.load(map_stride + layer)
-    b_ptr = base + tl.load(map_off + L + layer) + n * tl.load(map_stride + L + layer)
-    c_ptr = base + tl.load(map_off + 2 * L + layer) + n * tl.load(map_stride + 2 * L + layer)
+    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
+    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
+    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
 
     ssa = tl.zeros([BLOCK_P], dtype=tl.float32)
     ssb = tl.zeros([BLOCK_P], dtype=tl.float32)
@@ -82,12 +95,12 @@ def _pointwise_kernel(
         cmask = cc < C
         offs = cc[:, None] * HW + p[None, :]
         m = cmask[:, None] & pmask[None, :]
-        xa = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32)
-        xb = tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32)
+        xa = _tile(a_ptr, offs, m)
+        xb = _tile(b_ptr, offs, m)
         ssa += tl.sum(xa * xa, axis=0)
         ssb += tl.sum(xb * xb, axis=0)
         if COUNT == 3:
-            xc = tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32)
+            xc = _tile(c_ptr, offs, m)
             ssc += tl.sum(xc * xc, axis=0)
     ia = 1.0 / (tl.sqrt(ssa) + 1e-10)
     ib = 1.0 / (tl.sqrt(ssb) + 1e-10)
@@ -110,12 +123,12 @@ def _pointwise_kernel(
             offs = cc[:, None] * HW + p[None, :]
             m = cmask[:, None] & pmask[None, :]
             w = tl.load(lin + loff + cc, mask=cmask, other=0.0)[:, None]
-            na = tl.load(a_ptr + offs, mask=m, other=0.0).to(tl.float32) * ia[None, :]
-            db = na - tl.load(b_ptr + offs, mask=m, other=0.0).to(tl.float32) * ib[None, :]
+            na = _tile(a_ptr, offs, m) * ia[None, :]
+            db = na - _tile(b_ptr, offs, m) * ib[None, :]
             sp_b += tl.sum(db * db, axis=0)
             lp_b += tl.sum(w * db * db, axis=0)
             if COUNT == 3:
-                dc = na - tl.load(c_ptr + offs, mask=m, other=0.0).to(tl.float32) * ic[None, :]
+                dc = na - _tile(c_ptr, offs, m) * ic[None, :]
                 sp_c += tl.sum(dc * dc, axis=0)
                 lp_c += tl.sum(w * dc * dc, axis=0)
         pairs = COUNT - 1
@@ -152,9 +165,9 @@ def _style_kernel(
     rj = j0 + tl.arange(0, BLOCK_C)
     mi = ri < C
     mj = rj < C
-    a_ptr = base + tl.load(map_off + layer) + n * tl.load(map_stride + layer)
-    b_ptr = base + tl.load(map_off + L + layer) + n * tl.load(map_stride + L + layer)
-    c_ptr = base + tl.load(map_off + 2 * L + layer) + n * tl.load(map_stride + 2 * L + layer)
+    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
+    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
+    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
     ga = tl.zeros([BLOCK_C, BLOCK_C], dtype=tl.float32)
     gb = tl.zeros([BLOCK_C, BLOCK_C], dtype=tl.float32)
     gc = tl.zeros([BLOCK_C, BLOCK_C], dtype=tl.float32)
@@ -195,7 +208,7 @@ def _meanpool_kernel(
     hw = HW.to(tl.float32)
     coff = tl.load(chan_off + layer)
     for k in tl.static_range(COUNT):
-        ptr = base + tl.load(map_off + k * L + layer) + n * tl.load(map_stride + k * L + layer)
+        ptr = _map_ptr(base, map_off, map_stride, k, layer, n, L)
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + tl.arange(0, BLOCK_C)
             acc = tl.zeros([BLOCK_C], dtype=tl.float32)
@@ -233,17 +246,14 @@ def _meanpool_kernel(
 _DOT_DTYPES = {torch.float32: tl.float32, torch.bfloat16: tl.float32 if INTERPRET else tl.bfloat16, torch.float16: tl.float16}
 
 
-def _nchw(t: torch.Tensor) -> torch.Tensor:
-    c, h, w = t.shape[1:]
-    return t if t.stride()[1:] == (h * w, w, 1) else t.contiguous()
-
-
 def fused_distance_triton(
     feats: Sequence[Sequence[torch.Tensor]], distances: Sequence[str], lin=None
 ) -> List[Dict[str, torch.Tensor]]:
     """``feats``: 2 or 3 lists of L maps ``[N, C_l, H_l, W_l]`` (one dtype among float32, bfloat16,
     float16; one device). Returns one ``{name: [N, L]}`` float32 per comparison with the first list."""
-    feats = [[_nchw(t.detach()) for t in lst] for lst in feats]
+    feats = [[t.detach() for t in lst] for lst in feats]
+    if any(t.stride()[1:] != (t.shape[2] * t.shape[3], t.shape[3], 1) for lst in feats for t in lst):
+        raise ValueError("the Triton kernels read maps whose samples are NCHW-contiguous; call .contiguous() first")
     count, layers = len(feats), len(feats[0])
     first = feats[0][0]
     device, dtype, n = first.device, first.dtype, first.shape[0]

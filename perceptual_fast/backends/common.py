@@ -53,7 +53,7 @@ def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dt
     return reasons
 
 
-def _is_nchw(t: Tensor) -> bool:
+def _isnchw(t: Tensor) -> bool:
     """Samples NCHW-contiguous (channel stride H*W, position stride 1), any batch stride."""
     c, h, w = t.shape[1:]
     return t.stride()[1:] == (h * w, w, 1)
@@ -65,19 +65,19 @@ def _is_channels_last(t: Tensor) -> bool:
     return t.stride()[1:] == (1, w * c, c)
 
 
-def _nchw(t: Tensor) -> Tensor:
+def nchw(t: Tensor) -> Tensor:
     """A view whose samples are NCHW-contiguous, copying only when needed."""
-    return t if _is_nchw(t) else t.contiguous()
+    return t if _isnchw(t) else t.contiguous()
 
 
 def _layer_layout(maps: List[Tensor]) -> tuple:
     """The maps of one layer and whether they are channels_last: read as they are when all are
     NCHW or all are channels_last (what a trunk gives in either memory format), else copied to NCHW."""
-    if all(_is_nchw(m) for m in maps):
+    if all(_isnchw(m) for m in maps):
         return maps, False
     if all(_is_channels_last(m) for m in maps):
         return maps, True
-    return [_nchw(m) for m in maps], False
+    return [nchw(m) for m in maps], False
 
 
 @dataclass
@@ -109,7 +109,7 @@ class KernelCall:
         layouts = []
         for layer in range(layers):
             maps = [feats[k][layer] for k in range(count)]
-            layouts.append(_layer_layout(maps) if channels_last_ok else ([_nchw(m) for m in maps], False))
+            layouts.append(_layer_layout(maps) if channels_last_ok else ([nchw(m) for m in maps], False))
         rows = []
         for layer, (maps, channels_last) in enumerate(layouts):
             c, h, w = maps[0].shape[1:]

@@ -13,7 +13,7 @@ from typing import List
 import torch
 
 from .base import Backend, DistanceRequest, Terms
-from .common import dtype_and_grad_reasons
+from .common import dtype_and_grad_reasons, nchw
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -38,4 +38,5 @@ class TritonBackend(Backend):
     def compute(self, request: DistanceRequest) -> List[Terms]:
         from ..kernels.triton.fused_distance import fused_distance_triton
 
-        return fused_distance_triton(request.feats, request.distances, request.lin)
+        feats = [[nchw(t) for t in lst] for lst in request.feats]  # the Triton kernels read NCHW samples
+        return fused_distance_triton(feats, request.distances, request.lin)
