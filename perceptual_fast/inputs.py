@@ -93,20 +93,6 @@ def check_images(x: Tensor, name: str = "images", input_range: RangeSpec = None,
     return want_lo, want_hi
 
 
-def to_unit_range(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1) -> Tensor:
-    """Validates a batch of images (``check_images``) and returns it as floats in [-1, 1].
-
-    Returns ``[N, 3, H, W]`` float32 (float64 input stays float64), same device.
-    """
-    lo, hi = check_images(x, name, input_range, min_size)
-    if x.dtype == torch.uint8:
-        return x.to(torch.float32) / 127.5 - 1.0
-    x = x.to(x.dtype if x.dtype == torch.float64 else torch.float32)
-    if (lo, hi) == (-1.0, 1.0):
-        return x
-    return (x - lo) * (2.0 / (hi - lo)) - 1.0
-
-
 def scaled_batch(
     batches: Sequence[Tuple[Tensor, Tuple[float, float]]],
     dtype: torch.dtype,

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast.inputs import to_unit_range
+from perceptual_fast.inputs import check_images, lpips_scaling, scaled_batch
 
 
 @pytest.fixture(scope="module")
@@ -50,11 +50,13 @@ def test_non_finite_values_are_rejected(scorer, bad):
 def test_zero_one_images_warn_and_opt_in_converts():
     x = img(2, 3, 64, 64, lo=0, hi=1)
     with pytest.warns(UserWarning, match=r"every value is >= 0.*input_range='0,1'"):
-        to_unit_range(x)
-    torch.testing.assert_close(to_unit_range(x, input_range="0,1"), 2 * x - 1)
+        assert check_images(x) == (-1.0, 1.0)
+    assert check_images(x, input_range="0,1") == (0.0, 1.0)
+    scaled = scaled_batch([(x, (0.0, 1.0))], torch.float32, torch.device("cpu"))
+    torch.testing.assert_close(scaled, lpips_scaling(2 * x - 1))
     with warnings.catch_warnings():
         warnings.simplefilter("error")
-        to_unit_range(x, input_range="-1,1")  # explicitly the LPIPS convention: no warning
+        check_images(x, input_range="-1,1")  # explicitly the LPIPS convention: no warning
 
 
 def test_uint8_and_0_255_floats_equal_the_minus1_1_path(scorer):
@@ -89,18 +91,18 @@ def test_judge_is_checked(scorer):
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_scaled_batch_is_one_affine_pass_equal_to_unit_range_then_scaling(dtype):
-    from perceptual_fast.inputs import check_images, lpips_scaling, scaled_batch
-
     u8 = torch.randint(0, 256, (2, 3, 9, 7), dtype=torch.uint8)
     f01 = img(3, 3, 9, 7, lo=0, hi=1, seed=1).to(dtype)
     fpm = img(1, 3, 9, 7, seed=2).to(dtype)
     items = [(u8, None), (f01, "0,1"), (fpm, None)]
     batches = [(x, check_images(x, input_range=r)) for x, r in items]
     fast = scaled_batch(batches, dtype, torch.device("cpu"))
-    want = torch.cat([lpips_scaling(to_unit_range(x, input_range=r).to(dtype)) for x, r in items])  # in 2 steps
+    # In two steps, in float64: to [-1, 1] from each convention, then LPIPS's scaling layer.
+    unit = [u8.double() / 127.5 - 1, 2 * f01.double() - 1, fpm.double()]
+    want = torch.cat([lpips_scaling(u) for u in unit])
     assert fast.shape == (6, 3, 9, 7) and fast.dtype == dtype
-    # (to_unit_range converts uint8 through float32, so float32 tolerance for both dtypes)
-    torch.testing.assert_close(fast, want.to(dtype), rtol=1e-6, atol=1e-6)
+    tol = 1e-6 if dtype == torch.float32 else 1e-12
+    torch.testing.assert_close(fast.double(), want, rtol=tol, atol=tol)
     # The differentiable path (taken when an input requires grad) gives the same values, bit for bit.
     grad_items = [(x.double().requires_grad_() if x.is_floating_point() else x, r) for x, r in batches]
     slow = scaled_batch(grad_items, dtype, torch.device("cpu"))
