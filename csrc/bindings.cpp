@@ -43,8 +43,7 @@ perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std:
   args.distances = distances;
   args.element = perceptual_fast::parse_element_type(element);
   args.out = out;
-  perceptual_fast::check_fused_args(args);
-  return args;
+  return args;  // checked by the entry point it is passed to
 }
 
 }  // namespace
@@ -67,17 +66,27 @@ PYBIND11_MODULE(_C, m) {
 
 #ifdef PERCEPTUAL_FAST_WITH_CUDA
   m.def(
-      "fused_distance_cuda",
-      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
-         const std::string& element, std::uintptr_t out, std::uintptr_t stream) {
-        const auto args = make_args(layers, batch, count, distances, element, out);
-        py::gil_scoped_release release;
-        perceptual_fast::fused_distance_cuda(args, stream);
+      "fused_distance_cuda_workspace_bytes",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances, const std::string& element,
+         std::uintptr_t out) {
+        return perceptual_fast::fused_distance_cuda_workspace_bytes(make_args(layers, batch, count, distances, element, out));
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
-      py::arg("stream"),
-      "fused_distance_cpu's contract on device pointers, launched on `stream` (a cudaStream_t as an integer).\n"
-      "element: 'float32', 'bfloat16' or 'float16'.");
+      "Bytes of device workspace fused_distance_cuda needs for these arguments (tables and scratch).");
+  m.def(
+      "fused_distance_cuda",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
+         const std::string& element, std::uintptr_t out, std::uintptr_t workspace, std::size_t workspace_bytes,
+         std::uintptr_t stream) {
+        const auto args = make_args(layers, batch, count, distances, element, out);
+        py::gil_scoped_release release;
+        perceptual_fast::fused_distance_cuda(args, workspace, workspace_bytes, stream);
+      },
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
+      py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      "fused_distance_cpu's contract on device pointers, launched on `stream` (a cudaStream_t as an integer), with\n"
+      "a device workspace of fused_distance_cuda_workspace_bytes(...) bytes, 256-byte aligned. element: 'float32',\n"
+      "'bfloat16' or 'float16'. At most 65535 samples per call.");
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

@@ -1,6 +1,7 @@
 // Host-side description of one fused distance call, shared by the CPU and CUDA launchers.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -40,7 +41,12 @@ ElementType parse_element_type(const std::string& name);
 void fused_distance_cpu(const FusedArgs& args);
 
 // CUDA (only when built with PERCEPTUAL_FAST_CUDA): three kernel launches on `stream` (a
-// cudaStream_t); maps, lin and out are device pointers. float32, bfloat16 or float16 maps.
-void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream);
+// cudaStream_t); maps, lin and out are device pointers. float32, bfloat16 or float16 maps; at most
+// kMaxCudaBatch samples (grid axis 1). `workspace` is device memory of at least
+// fused_distance_cuda_workspace_bytes(args) bytes, 256-byte aligned (the caller allocates it, so it
+// comes from the caller's allocator and is ordered on `stream`).
+constexpr std::int64_t kMaxCudaBatch = 65535;
+std::size_t fused_distance_cuda_workspace_bytes(const FusedArgs& args);
+void fused_distance_cuda(const FusedArgs& args, std::uintptr_t workspace, std::size_t workspace_bytes, std::uintptr_t stream);
 
 }  // namespace perceptual_fast

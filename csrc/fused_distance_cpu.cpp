@@ -42,10 +42,12 @@ void check_fused_args(const FusedArgs& args) {
     const LayerArgs& layer = args.layers[l];
     if (layer.channels < 1) throw std::invalid_argument(where(l) + "channel count must be >= 1");
     if (layer.positions < 1) throw std::invalid_argument(where(l) + "feature maps need at least one position (H*W >= 1)");
+    if (args.batch == 0) continue;  // nothing is read: an empty tensor may have a null data pointer
     for (int k = 0; k < args.count; ++k) {
       check_pointer(layer.maps[k], element, where(l) + "map " + std::to_string(k));
-      if (layer.batch_stride[k] < layer.channels * layer.positions && args.batch > 1)
-        throw std::invalid_argument(where(l) + "batch stride of map " + std::to_string(k) + " is smaller than C*H*W");
+      // Samples are only read, so they may overlap: 0 (an expanded batch) is a valid stride.
+      if (layer.batch_stride[k] < 0)
+        throw std::invalid_argument(where(l) + "batch stride of map " + std::to_string(k) + " is negative");
     }
     if ((args.distances >> cpu::kLpips) & 1u) check_pointer(layer.lin, alignof(float), where(l) + "lpips weights");
   }

@@ -1,6 +1,8 @@
-// CUDA launchers of the fused distance op: work lists and scratch on the caller's stream.
+// CUDA launchers of the fused distance op: work lists and scratch in a caller-given workspace
+// (a torch tensor, so it comes from torch's caching allocator), launches on the caller's stream.
 #include <cuda_runtime.h>
 
+#include <cstring>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -16,36 +18,59 @@ void check(cudaError_t status, const char* what) {
   if (status != cudaSuccess) throw std::runtime_error(std::string("CUDA error in ") + what + ": " + cudaGetErrorString(status));
 }
 
-// Stream-ordered device allocations of one call, freed on the same stream when the call ends,
-// also when a check throws half-way.
-class DeviceBuffers {
- public:
-  explicit DeviceBuffers(cudaStream_t stream) : stream_(stream) {}
-  DeviceBuffers(const DeviceBuffers&) = delete;
-  DeviceBuffers& operator=(const DeviceBuffers&) = delete;
-  ~DeviceBuffers() {
-    for (void* ptr : owned_) cudaFreeAsync(ptr, stream_);
+constexpr std::size_t kAlign = 256;
+std::size_t aligned(std::size_t bytes) { return (bytes + kAlign - 1) / kAlign * kAlign; }
+
+// Everything one call needs on the device, laid out in one workspace: the layer table and work
+// lists (built here and copied in one host-to-device copy), then the float32 scratch.
+struct Plan {
+  std::vector<cuda::DeviceLayer> layers;
+  std::vector<cuda::PointwiseItem> pointwise;
+  std::vector<cuda::StyleItem> style;
+  std::int64_t total_c = 0, total_hw = 0;
+  std::size_t pointwise_at = 0, style_at = 0, tables_bytes = 0, inv_at = 0, sums_at = 0, bytes = 0;
+
+  explicit Plan(const FusedArgs& args) {
+    for (std::size_t l = 0; l < args.layers.size(); ++l) {
+      const LayerArgs& a = args.layers[l];
+      cuda::DeviceLayer d{};
+      for (int k = 0; k < 3; ++k) {
+        d.maps[k] = reinterpret_cast<const void*>(a.maps[k]);
+        d.batch_stride[k] = a.batch_stride[k];
+      }
+      d.channels = a.channels;
+      d.positions = a.positions;
+      d.lin = reinterpret_cast<const float*>(a.lin);
+      d.channel_offset = total_c;
+      d.position_offset = total_hw;
+      layers.push_back(d);
+      total_c += a.channels;
+      total_hw += a.positions;
+      for (std::int64_t p = 0; p < a.positions; p += cuda::kTileP)
+        pointwise.push_back({static_cast<std::int32_t>(l), static_cast<std::int32_t>(p)});
+      for (std::int64_t i = 0; i < a.channels; i += cuda::kStyleTile)
+        for (std::int64_t j = i; j < a.channels; j += cuda::kStyleTile)
+          style.push_back({static_cast<std::int32_t>(l), static_cast<std::int32_t>(i), static_cast<std::int32_t>(j)});
+    }
+    pointwise_at = aligned(layers.size() * sizeof(cuda::DeviceLayer));
+    style_at = pointwise_at + aligned(pointwise.size() * sizeof(cuda::PointwiseItem));
+    tables_bytes = style_at + style.size() * sizeof(cuda::StyleItem);
+    // Scratch only for what is asked; every element read is written first, so no memset.
+    const std::size_t per_map = static_cast<std::size_t>(args.count * args.batch) * sizeof(float);
+    const bool want_style = (args.distances >> cuda::kStyle) & 1u, want_mean = (args.distances >> cuda::kMeanpool) & 1u;
+    inv_at = aligned(tables_bytes);
+    sums_at = inv_at + aligned(want_style ? per_map * static_cast<std::size_t>(total_hw) : 0);
+    bytes = sums_at + (want_mean ? per_map * static_cast<std::size_t>(total_c) : 0);
   }
 
-  void* allocate(std::size_t bytes) {
-    void* ptr = nullptr;
-    check(cudaMallocAsync(&ptr, bytes, stream_), "cudaMallocAsync");
-    owned_.push_back(ptr);
-    return ptr;
+  // The tables as the bytes of the workspace's first tables_bytes.
+  std::vector<unsigned char> packed_tables() const {
+    std::vector<unsigned char> host(tables_bytes, 0);
+    std::memcpy(host.data(), layers.data(), layers.size() * sizeof(cuda::DeviceLayer));
+    std::memcpy(host.data() + pointwise_at, pointwise.data(), pointwise.size() * sizeof(cuda::PointwiseItem));
+    std::memcpy(host.data() + style_at, style.data(), style.size() * sizeof(cuda::StyleItem));
+    return host;
   }
-
-  // A host-to-device copy: from pageable memory it returns once the data is staged, so `host`
-  // may go away after it.
-  template <typename T>
-  T* copy(const std::vector<T>& host) {
-    void* ptr = allocate(host.size() * sizeof(T));
-    check(cudaMemcpyAsync(ptr, host.data(), host.size() * sizeof(T), cudaMemcpyHostToDevice, stream_), "cudaMemcpyAsync");
-    return static_cast<T*>(ptr);
-  }
-
- private:
-  cudaStream_t stream_;
-  std::vector<void*> owned_;
 };
 
 template <typename T, int kCount>
@@ -81,80 +106,70 @@ void launch_count(int count, const cuda::Problem& pb, const cuda::PointwiseItem*
   }
 }
 
-}  // namespace
-
-void fused_distance_cuda(const FusedArgs& args, std::uintptr_t stream_handle) {
+void check_cuda_args(const FusedArgs& args) {
   check_fused_args(args);
   for (const LayerArgs& layer : args.layers)
     if (layer.channels_last) throw std::invalid_argument("the CUDA kernels take NCHW maps; channels_last is CPU-only");
+  if (args.batch > kMaxCudaBatch)
+    throw std::invalid_argument("the CUDA kernels take at most " + std::to_string(kMaxCudaBatch) +
+                                " samples per call (grid axis 1); split the batch");
+}
+
+}  // namespace
+
+std::size_t fused_distance_cuda_workspace_bytes(const FusedArgs& args) {
+  check_cuda_args(args);
+  return Plan(args).bytes;
+}
+
+void fused_distance_cuda(const FusedArgs& args, std::uintptr_t workspace, std::size_t workspace_bytes,
+                         std::uintptr_t stream_handle) {
+  check_cuda_args(args);
   if (args.batch == 0) return;
-  if (args.batch > 65535) throw std::invalid_argument("the CUDA kernels take at most 65535 samples per call; split the batch");
+  const Plan plan(args);
+  if (workspace == 0 || workspace % kAlign != 0 || workspace_bytes < plan.bytes)
+    throw std::invalid_argument("workspace must be " + std::to_string(plan.bytes) + " bytes aligned to " +
+                                std::to_string(kAlign) + " (fused_distance_cuda_workspace_bytes), got " +
+                                std::to_string(workspace_bytes) + " bytes");
   cudaStream_t stream = reinterpret_cast<cudaStream_t>(stream_handle);
   cudaStreamCaptureStatus capture = cudaStreamCaptureStatusNone;
   check(cudaStreamIsCapturing(stream, &capture), "cudaStreamIsCapturing");
   if (capture != cudaStreamCaptureStatusNone)
     throw std::runtime_error("fused_distance_cuda cannot be captured in a CUDA graph (it copies per-call work lists)");
-  const int pairs = args.count - 1;
+
+  unsigned char* base = reinterpret_cast<unsigned char*>(workspace);
+  // From pageable memory the copy returns once the bytes are staged, so `tables` may go away after it.
+  const std::vector<unsigned char> tables = plan.packed_tables();
+  check(cudaMemcpyAsync(base, tables.data(), tables.size(), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
   const std::int64_t L = static_cast<std::int64_t>(args.layers.size());
-
-  std::vector<cuda::DeviceLayer> layers;
-  std::vector<cuda::PointwiseItem> pointwise;
-  std::vector<cuda::StyleItem> style;
-  std::int64_t total_c = 0, total_hw = 0;
-  for (std::int64_t l = 0; l < L; ++l) {
-    const LayerArgs& a = args.layers[l];
-    cuda::DeviceLayer d{};
-    for (int k = 0; k < 3; ++k) {
-      d.maps[k] = reinterpret_cast<const void*>(a.maps[k]);
-      d.batch_stride[k] = a.batch_stride[k];
-    }
-    d.channels = a.channels;
-    d.positions = a.positions;
-    d.lin = reinterpret_cast<const float*>(a.lin);
-    d.channel_offset = total_c;
-    d.position_offset = total_hw;
-    layers.push_back(d);
-    total_c += a.channels;
-    total_hw += a.positions;
-    for (std::int64_t p = 0; p < a.positions; p += cuda::kTileP)
-      pointwise.push_back({static_cast<std::int32_t>(l), static_cast<std::int32_t>(p)});
-    for (std::int64_t i = 0; i < a.channels; i += cuda::kStyleTile)
-      for (std::int64_t j = i; j < a.channels; j += cuda::kStyleTile)
-        style.push_back({static_cast<std::int32_t>(l), static_cast<std::int32_t>(i), static_cast<std::int32_t>(j)});
-  }
-
-  DeviceBuffers buffers(stream);
   cuda::Problem pb{};
-  pb.layers = buffers.copy(layers);
-  const cuda::PointwiseItem* pointwise_dev = buffers.copy(pointwise);
-  const cuda::StyleItem* style_dev = buffers.copy(style);
+  pb.layers = reinterpret_cast<const cuda::DeviceLayer*>(base);
   pb.batch = args.batch;
   pb.layer_count = L;
-  pb.total_channels = total_c;
-  pb.total_positions = total_hw;
+  pb.total_channels = plan.total_c;
+  pb.total_positions = plan.total_hw;
   pb.distances = args.distances;
-  // Scratch only for what is asked; every element read is written first, so no memset.
-  const bool want_style = (args.distances >> cuda::kStyle) & 1u, want_mean = (args.distances >> cuda::kMeanpool) & 1u;
-  const std::size_t floats = sizeof(float);
-  pb.inv_norm = want_style ? static_cast<float*>(buffers.allocate(args.count * args.batch * total_hw * floats)) : nullptr;
-  pb.channel_sums = want_mean ? static_cast<float*>(buffers.allocate(args.count * args.batch * total_c * floats)) : nullptr;
+  pb.inv_norm = (args.distances >> cuda::kStyle) & 1u ? reinterpret_cast<float*>(base + plan.inv_at) : nullptr;
+  pb.channel_sums = (args.distances >> cuda::kMeanpool) & 1u ? reinterpret_cast<float*>(base + plan.sums_at) : nullptr;
   pb.out = reinterpret_cast<float*>(args.out);
   // Requested slots accumulate atomically from zero; the others keep what the caller put there.
-  const std::size_t slot = static_cast<std::size_t>(pairs * args.batch * L);
+  const std::size_t slot = static_cast<std::size_t>((args.count - 1) * args.batch * L);
   for (int d = 0; d < 4; ++d) {
     if ((args.distances >> d) & 1u) check(cudaMemsetAsync(pb.out + d * slot, 0, slot * sizeof(float), stream), "cudaMemsetAsync");
   }
 
-  const auto items_p = static_cast<std::int64_t>(pointwise.size()), items_s = static_cast<std::int64_t>(style.size());
+  const auto* pointwise = reinterpret_cast<const cuda::PointwiseItem*>(base + plan.pointwise_at);
+  const auto* style = reinterpret_cast<const cuda::StyleItem*>(base + plan.style_at);
+  const auto items_p = static_cast<std::int64_t>(plan.pointwise.size()), items_s = static_cast<std::int64_t>(plan.style.size());
   switch (args.element) {
     case ElementType::kFloat32:
-      launch_count<float>(args.count, pb, pointwise_dev, items_p, style_dev, items_s, stream);
+      launch_count<float>(args.count, pb, pointwise, items_p, style, items_s, stream);
       break;
     case ElementType::kBFloat16:
-      launch_count<__nv_bfloat16>(args.count, pb, pointwise_dev, items_p, style_dev, items_s, stream);
+      launch_count<__nv_bfloat16>(args.count, pb, pointwise, items_p, style, items_s, stream);
       break;
     case ElementType::kFloat16:
-      launch_count<__half>(args.count, pb, pointwise_dev, items_p, style_dev, items_s, stream);
+      launch_count<__half>(args.count, pb, pointwise, items_p, style, items_s, stream);
       break;
   }
 }

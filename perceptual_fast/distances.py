@@ -106,11 +106,18 @@ def check_distance_names(names: Sequence[str]) -> tuple:
     return tuple(dict.fromkeys(names))
 
 
-def check_lin(distances: Sequence[str], lin: Optional[Sequence[Tensor]], layers: int) -> None:
-    """``lpips`` needs one channel-weight vector per layer."""
-    if "lpips" in distances and (lin is None or len(lin) != layers):
+def check_lin(distances: Sequence[str], lin: Optional[Sequence[Tensor]], feats: Sequence[Tensor]) -> None:
+    """``lpips`` needs one channel-weight vector per layer of ``feats`` (maps ``[N, C_l, H_l, W_l]``),
+    with ``C_l`` elements (a kernel would otherwise read past it or use shifted weights)."""
+    if "lpips" not in distances:
+        return
+    if lin is None or len(lin) != len(feats):
         got = "none (pass lin=...)" if lin is None else f"{len(lin)} vectors"
-        raise ValueError(f"'lpips' needs one channel-weight vector per layer ({layers}); got {got}")
+        raise ValueError(f"'lpips' needs one channel-weight vector per layer ({len(feats)}); got {got}")
+    for i, (w, y) in enumerate(zip(lin, feats)):
+        if w.numel() != y.shape[1]:
+            raise ValueError(f"layer {i}: the lpips weights have {w.numel()} elements but the features have "
+                             f"{y.shape[1]} channels; pass the lin weights of the trunk that made these features")
 
 
 def layer_term(name: str, y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
@@ -143,7 +150,7 @@ def layer_terms(
     distances = check_distance_names(distances)
     if len(feats0) != len(feats1) or not feats0:
         raise ValueError(f"need the same non-zero number of layers on both sides; got {len(feats0)} and {len(feats1)}")
-    check_lin(distances, lin, len(feats0))
+    check_lin(distances, lin, feats0)
     out = {}
     for name in distances:
         cols = [

@@ -20,6 +20,9 @@ def _check_layers(feats_a: Sequence[Tensor], other: Sequence[Tensor], label: str
     for i, (a, b) in enumerate(zip(feats_a, other)):
         if a.dim() != 4 or a.shape != b.shape:
             raise ValueError(f"layer {i}: feats_a {tuple(a.shape)} and {label} {tuple(b.shape)} must be equal [N, C, H, W]")
+        if a.shape[1] == 0 or a.shape[2] * a.shape[3] == 0:
+            raise ValueError(f"layer {i}: feature maps {tuple(a.shape)} have no channels or no positions; "
+                             "every layer needs C >= 1 and H * W >= 1")
 
 
 def fused_distance(
@@ -42,7 +45,7 @@ def fused_distance(
     _check_layers(feats_a, feats_b, "feats_b")
     if feats_c is not None:
         _check_layers(feats_a, feats_c, "feats_c")
-    check_lin(names, lin, len(feats_a))
+    check_lin(names, lin, feats_a)
     feats = tuple(tuple(f) for f in (feats_a, feats_b, feats_c) if f is not None)
     terms = run_request(DistanceRequest(feats, names, lin), backend)
     return terms[0] if feats_c is None else (terms[0], terms[1])

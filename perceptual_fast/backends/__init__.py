@@ -7,8 +7,11 @@ with its reasons. The environment variable ``PERCEPTUAL_FAST_BACKEND`` overrides
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from typing import Dict, List, Sequence, Tuple
+
+import torch
 
 from .base import Backend, BackendUnavailable, DistanceRequest, Terms
 from .cpp import CppBackend
@@ -51,9 +54,23 @@ def dispatch_plan(request: DistanceRequest, backend: str = "auto") -> Tuple[str,
 
 
 def run_request(request: DistanceRequest, backend: str = "auto") -> List[Terms]:
-    """One ``{name: [N, L]}`` per comparison (a-b, then a-c for a triplet), on the dispatched backend."""
+    """One ``{name: [N, L]}`` per comparison (a-b, then a-c for a triplet), on the dispatched backend.
+
+    A batch larger than the backend's ``max_batch`` runs as consecutive slices of the batch (views,
+    no copies), whose results are concatenated.
+    """
     name, _ = dispatch_plan(request, backend)
-    return BACKENDS[name].compute(request)
+    impl = BACKENDS[name]
+    batch = request.feats[0][0].shape[0]
+    if impl.max_batch is None or batch <= impl.max_batch:
+        return impl.compute(request)
+    parts = [impl.compute(_batch_slice(request, start, start + impl.max_batch)) for start in range(0, batch, impl.max_batch)]
+    return [{d: torch.cat([part[q][d] for part in parts]) for d in request.distances} for q in range(len(parts[0]))]
+
+
+def _batch_slice(request: DistanceRequest, start: int, stop: int) -> DistanceRequest:
+    """The same request on samples ``start:stop``."""
+    return dataclasses.replace(request, feats=tuple(tuple(t[start:stop] for t in maps) for maps in request.feats))
 
 
 def available_backends(request: DistanceRequest) -> Sequence[str]:

@@ -39,6 +39,8 @@ class Backend:
     """An implementation of the fused distance op. Subclasses set ``name`` and implement both methods."""
 
     name = "?"
+    max_batch: Optional[int] = None
+    """The most samples one ``compute`` call takes (None: no limit); the dispatcher splits bigger batches."""
 
     def unsupported(self, request: DistanceRequest) -> List[str]:
         """Why this backend cannot take ``request`` (empty list: it can)."""

@@ -38,7 +38,13 @@ def extension_kernel_reasons(
         reasons.append("perceptual_fast._C was built without CUDA (PERCEPTUAL_FAST_CUDA=OFF or no nvcc at build time)")
     if any(t.device.type != device_type for t in request.tensors):
         reasons.append(f"it runs on {device_type.upper()} tensors only")
-    return reasons + dtype_and_grad_reasons(request, dtypes)
+    return reasons + one_device_reasons(request) + dtype_and_grad_reasons(request, dtypes)
+
+
+def one_device_reasons(request: DistanceRequest) -> List[str]:
+    """A kernel reads every map through pointers of one device: ``cuda:0`` and ``cuda:1`` do not mix."""
+    devices = {t.device for t in request.tensors}
+    return [] if len(devices) == 1 else [f"all features must be on one device, got {sorted(map(str, devices))}"]
 
 
 def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dtype]) -> List[str]:
@@ -53,16 +59,23 @@ def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dt
     return reasons
 
 
+def _sample_strides_are(t: Tensor, strides: tuple) -> bool:
+    """The C, H, W strides of ``t`` are ``strides`` wherever the size is > 1 (the stride of a size-1
+    dimension is never used to address an element, and torch leaves it arbitrary: a channels_last
+    ``[N, C, 1, 1]`` map or a ``C = 1`` map is laid out like an NCHW one)."""
+    return all(size == 1 or have == want for size, have, want in zip(t.shape[1:], t.stride()[1:], strides))
+
+
 def _isnchw(t: Tensor) -> bool:
     """Samples NCHW-contiguous (channel stride H*W, position stride 1), any batch stride."""
     c, h, w = t.shape[1:]
-    return t.stride()[1:] == (h * w, w, 1)
+    return _sample_strides_are(t, (h * w, w, 1))
 
 
 def _is_channels_last(t: Tensor) -> bool:
     """Samples NHWC-contiguous (channel stride 1, position stride C), any batch stride."""
     c, h, w = t.shape[1:]
-    return t.stride()[1:] == (1, w * c, c)
+    return _sample_strides_are(t, (1, w * c, c))
 
 
 def nchw(t: Tensor) -> Tensor:

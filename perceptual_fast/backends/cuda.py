@@ -1,7 +1,10 @@
 """The ``cuda`` backend: kernels/cuda device code launched from csrc/ (perceptual_fast._C built with CUDA).
 
-Takes raw device pointers and torch's current CUDA stream; float32, bfloat16 or float16 maps,
-float32 accumulation. Available only when the extension was built with PERCEPTUAL_FAST_CUDA.
+Takes raw device pointers and torch's current CUDA stream of the tensors' own device; float32,
+bfloat16 or float16 maps, float32 accumulation. The work lists and scratch live in a workspace
+tensor from torch's caching allocator (so the kernels never allocate outside it). At most
+``max_batch`` samples per call (CUDA's grid axis 1): the dispatcher splits bigger batches.
+Available only when the extension was built with PERCEPTUAL_FAST_CUDA.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from .base import Backend, DistanceRequest, Terms
 from .common import KernelCall, extension_kernel_reasons, load_extension
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
+_WORKSPACE_ALIGN = 256  # bytes, as csrc/fused_distance_cuda.cu requires
 
 
 def fused_distance_cuda(request: DistanceRequest) -> List[Terms]:
@@ -21,14 +25,20 @@ def fused_distance_cuda(request: DistanceRequest) -> List[Terms]:
     ext = load_extension()
     call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=False)  # the CUDA kernels read NCHW
     device = call.out.device
+    args = (call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr())
     with torch.cuda.device(device):
+        nbytes = ext.fused_distance_cuda_workspace_bytes(*args)
+        # The caching allocator's blocks are 512-byte aligned; the slack keeps the alignment explicit.
+        workspace = torch.empty(nbytes + _WORKSPACE_ALIGN, dtype=torch.uint8, device=device)
+        start = -workspace.data_ptr() % _WORKSPACE_ALIGN
         stream = torch.cuda.current_stream(device).cuda_stream
-        ext.fused_distance_cuda(call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr(), stream)
+        ext.fused_distance_cuda(*args, workspace.data_ptr() + start, nbytes, stream)
     return call.results(request.distances)
 
 
 class CudaBackend(Backend):
     name = "cuda"
+    max_batch = 65535  # csrc/fused_distance.h kMaxCudaBatch
 
     def unsupported(self, request: DistanceRequest) -> List[str]:
         return extension_kernel_reasons(request, "cuda", _ELEMENT, needs_cuda_build=True)
