@@ -36,13 +36,13 @@ void check_fused_args(const FusedArgs& args) {
   if (args.layers.empty()) throw std::invalid_argument("need at least one layer");
   if (args.distances == 0 || args.distances >= (1u << cpu::kNumDistances))
     throw std::invalid_argument("distance mask must select some of the 4 distances, got " + std::to_string(args.distances));
-  check_pointer(args.out, alignof(float), "out");
+  if (args.batch > 0) check_pointer(args.out, alignof(float), "out");  // empty tensors may have null data pointers
   const std::size_t element = args.element == ElementType::kFloat32 ? 4 : 2;
   for (size_t l = 0; l < args.layers.size(); ++l) {
     const LayerArgs& layer = args.layers[l];
     if (layer.channels < 1) throw std::invalid_argument(where(l) + "channel count must be >= 1");
     if (layer.positions < 1) throw std::invalid_argument(where(l) + "feature maps need at least one position (H*W >= 1)");
-    if (args.batch == 0) continue;  // nothing is read: an empty tensor may have a null data pointer
+    if (args.batch == 0) continue;  // nothing is read or written
     for (int k = 0; k < args.count; ++k) {
       check_pointer(layer.maps[k], element, where(l) + "map " + std::to_string(k));
       // Samples are only read, so they may overlap: 0 (an expanded batch) is a valid stride.

@@ -60,3 +60,46 @@ def test_fused_distance_rejects_mismatched_layers():
         pf.fused_distance(a, [torch.rand(2, 3, 4, 5)])
     with pytest.raises(ValueError, match="same non-zero number of layers"):
         pf.fused_distance(a, a + a)
+
+
+def test_kernels_refuse_features_on_two_devices():
+    """cuda:0 with cuda:1 is the real case; a meta tensor beside CPU ones stands in for it here."""
+    f0 = (torch.rand(2, 4, 3, 3), torch.rand(2, 4, 3, 3, device="meta"))
+    request = DistanceRequest((f0, tuple(torch.rand(2, 4, 3, 3) for _ in f0)), ("spatial",))
+    _, reasons = dispatch_plan(request, backend="torch")
+    for name in ("cpp", "cuda", "triton"):
+        assert any("all features must be on one device, got ['cpu', 'meta']" in r for r in reasons[name]), name
+
+
+@pytest.mark.parametrize("backend", ["auto", "torch", "cpp"])
+def test_lin_weights_must_have_one_weight_per_channel(backend):
+    a = [torch.rand(2, 4, 3, 3), torch.rand(2, 8, 2, 2)]
+    with pytest.raises(ValueError, match=r"layer 1: the lpips weights have 7 elements but the features have 8 channels"):
+        pf.fused_distance(a, [t.flip(0) for t in a], distances="lpips", lin=[torch.rand(4), torch.rand(7)], backend=backend)
+
+
+@pytest.mark.parametrize("shape", [(2, 0, 3, 3), (2, 4, 0, 3)])
+def test_maps_without_channels_or_positions_are_an_error(shape):
+    with pytest.raises(ValueError, match=r"layer 0: feature maps .* have no channels or no positions; every layer needs C >= 1"):
+        pf.fused_distance([torch.rand(shape)], [torch.rand(shape)], distances="spatial")
+
+
+@pytest.mark.parametrize("backend", ["torch", "cpp"])
+def test_an_empty_batch_gives_empty_terms(backend):
+    a = [torch.rand(0, 4, 3, 3), torch.rand(0, 8, 2, 2)]
+    ab, ac = pf.fused_distance(a, a, a, distances=pf.DISTANCES, lin=[torch.rand(4), torch.rand(8)], backend=backend)
+    assert all(t[name].shape == (0, 2) for t in (ab, ac) for name in pf.DISTANCES)
+
+
+def test_cpp_reads_size_one_taps_in_any_layout():
+    """A channels_last [N, C, 1, 1] or C = 1 tap has strides NCHW code would not expect on its size-1 dims."""
+    g = torch.Generator().manual_seed(3)
+    a = [torch.rand(3, 6, 1, 1, generator=g), torch.rand(3, 1, 5, 4, generator=g)]
+    b = [torch.rand(t.shape, generator=g) for t in a]
+    cl = lambda ts: [t.contiguous(memory_format=torch.channels_last) for t in ts]  # noqa: E731
+    lin = [torch.rand(6), torch.rand(1)]
+    want = pf.fused_distance([t.double() for t in a], [t.double() for t in b], distances=pf.DISTANCES,
+                             lin=[w.double() for w in lin], backend="torch")
+    got = pf.fused_distance(cl(a), cl(b), distances=pf.DISTANCES, lin=lin, backend="cpp")
+    for name in pf.DISTANCES:
+        torch.testing.assert_close(got[name].double(), want[name], rtol=1e-5, atol=1e-9)
