@@ -6,7 +6,7 @@ the paper and BAPPS use.
 
 from __future__ import annotations
 
-from typing import Callable, List
+from typing import Callable, List, Optional
 
 import torch
 
@@ -33,8 +33,16 @@ def feature_bytes(feats: List[List[torch.Tensor]]) -> int:
     return sum(t.numel() * t.element_size() for lst in feats for t in lst)
 
 
-def runner(backend: str, feats: List[List[torch.Tensor]], distances=DISTANCES) -> Callable[[], object]:
-    lin = [torch.rand(t.shape[1], device=feats[0][0].device) for t in feats[0]]
+def tap_lin(feats: List[List[torch.Tensor]], seed: int = 1) -> List[torch.Tensor]:
+    """Seeded lpips channel weights ``[C_l]`` for the layers of ``feats``, on their device."""
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(t.shape[1], generator=g).to(t.device) for t in feats[0]]
+
+
+def runner(backend: str, feats: List[List[torch.Tensor]], distances=DISTANCES,
+           lin: Optional[List[torch.Tensor]] = None) -> Callable[[], object]:
+    """The fused op on ``feats`` as a no-argument callable; ``lin`` defaults to ``tap_lin(feats)``."""
+    lin = tap_lin(feats) if lin is None else lin
     return lambda: pf.fused_distance(*feats, distances=distances, lin=lin, backend=backend)
 
 

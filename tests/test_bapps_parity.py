@@ -45,7 +45,7 @@ class LpipsStyleLoader:
 
 @pytest.mark.parametrize("use_lin", [False, True])
 def test_2afc_and_jnd_equal_the_lpips_package(folder, lpips_like, use_lin):
-    trainer = pytest.importorskip("lpips.trainer")
+    trainer = pytest.importorskip("lpips.trainer", exc_type=ModuleNotFoundError)
     name = "lpips" if use_lin else "spatial"
     scorer = pf.Scorer("alexnet", weights="random", seed=5, lin="lpips" if use_lin else None, distances=(name,))
     model = lpips_like(scorer.trunk, "alexnet", use_lin=use_lin)

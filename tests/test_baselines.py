@@ -21,7 +21,7 @@ def to_float(x):
 
 
 def test_l2_and_psnr_equal_the_lpips_package():
-    lpips = pytest.importorskip("lpips")
+    lpips = pytest.importorskip("lpips", exc_type=ModuleNotFoundError)
     x0, x1 = images(0), images(1)
     x1[1] = x0[1]
     with warnings.catch_warnings():
@@ -75,7 +75,7 @@ def test_baselines_check_inputs_and_explain_a_missing_scikit_image(monkeypatch):
 
 
 def test_jnd_map_equals_lpips_voc_ap_with_ties():
-    lpips = pytest.importorskip("lpips")
+    lpips = pytest.importorskip("lpips", exc_type=ModuleNotFoundError)
     rng = np.random.default_rng(0)
     for n in (7, 40, 300):
         d = rng.random(n).astype(np.float32)

@@ -101,16 +101,23 @@ def test_gradcheck_float64(name):
 
 @pytest.mark.parametrize("name", D.DISTANCES)
 def test_gradients_finite_at_equal_inputs_and_zero_vectors(name):
-    y = torch.relu(torch.randn(2, 6, 4, 4, dtype=torch.float64))
+    """Equal inputs are the minimum (every term is a sum of squared differences that are exactly 0),
+    so the gradient there is exactly 0, zero vectors included; elsewhere it is finite and non-zero."""
+    g = torch.Generator().manual_seed(11)
+    y = torch.relu(torch.randn(2, 6, 4, 4, dtype=torch.float64, generator=g))
     y[:, :, 0, 0] = 0.0  # an all-zero feature vector at one position
     y[1] = 0.0  # and a whole all-zero sample (meanpool's mean vector is zero)
-    w = torch.rand(6, dtype=torch.float64)
-    for other in (y.clone(), torch.relu(torch.randn_like(y))):
+    w = torch.rand(6, dtype=torch.float64, generator=g)
+    for equal, other in ((True, y.clone()), (False, torch.relu(torch.randn(y.shape, dtype=torch.float64, generator=g)))):
         a, b = y.clone().requires_grad_(), other.requires_grad_()
         d = D.layer_term(name, a, b, w if name == "lpips" else None)
         assert torch.isfinite(d).all()
         d.sum().backward()
         assert torch.isfinite(a.grad).all() and torch.isfinite(b.grad).all()
+        if equal:
+            assert not d.any() and not a.grad.any() and not b.grad.any()
+        else:
+            assert bool((d > 0).all()) and b.grad.abs().sum() > 0
 
 
 def test_normalize_matches_lpips_formula():

@@ -11,8 +11,6 @@ import perceptual_fast as pf
 from perceptual_fast.cli import main
 from perceptual_fast.trunks import CheckpointError, load_trunk, read_checkpoint, save_trunk
 
-pytest.importorskip("torchvision")
-
 # (trunk, config, distances): the Scorer's view of every family, with small widths/depths.
 CASES = [
     ("alexnet", {}, ("lpips", "spatial")),

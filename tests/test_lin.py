@@ -12,7 +12,7 @@ ALEX = [64, 192, 384, 256, 256]
 
 
 def test_reads_the_lpips_package_file_exactly():
-    pytest.importorskip("lpips")
+    pytest.importorskip("lpips", exc_type=ModuleNotFoundError)
     raw = torch.load(lpips_package_lin_file("alex"), map_location="cpu", weights_only=True)
     got = load_lin("lpips", ALEX, "alex")
     for i, w in enumerate(got):
@@ -28,7 +28,7 @@ def test_safetensors_and_no_dropout_key_layout(tmp_path):
 
 
 def test_lin_for_another_net_is_rejected():
-    pytest.importorskip("lpips")
+    pytest.importorskip("lpips", exc_type=ModuleNotFoundError)
     with pytest.raises(CheckpointError, match=r"does not fit a trunk with 5 taps.*mis-shaped \['lin0: file \(1, 64, 1, 1\) vs taps \[1, 65, 1, 1\]'"):
         load_lin(lpips_package_lin_file("vgg"), [65, 128, 256, 512, 512])
     with pytest.raises(CheckpointError, match=r"unexpected \['lin5.model.1.weight', 'lin6.model.1.weight'\]"):

@@ -6,8 +6,6 @@ import torch
 from perceptual_fast.trunks import CheckpointError, load_trunk, trunk_config
 from perceptual_fast.trunks.resnet import scaled
 
-torchvision = pytest.importorskip("torchvision")
-
 
 def torchvision_taps(model, x):
     x = model.maxpool(model.relu(model.bn1(model.conv1(x))))
@@ -20,6 +18,8 @@ def torchvision_taps(model, x):
 
 @pytest.mark.parametrize("depth", [18, 50])
 def test_torchvision_checkpoint_loads_strictly_and_matches(depth, tmp_path):
+    # Only this test needs torchvision (the reference models); the package itself never imports it.
+    torchvision = pytest.importorskip("torchvision", exc_type=ModuleNotFoundError)
     torch.manual_seed(depth)
     reference = getattr(torchvision.models, f"resnet{depth}")(weights=None, num_classes=10)
     with torch.no_grad():  # non-trivial BN statistics so eval-mode BN is exercised

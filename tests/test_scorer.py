@@ -4,6 +4,8 @@ import pytest
 import torch
 
 import perceptual_fast as pf
+from perceptual_fast import distances as D
+from perceptual_fast.inputs import lpips_scaling
 
 
 @pytest.fixture(scope="module")
@@ -78,25 +80,43 @@ def test_distance_is_differentiable_as_a_loss(triplet):
     scorer = pf.Scorer("alexnet", weights="random", lin="lpips", distances=pf.DISTANCES)
     x = triplet["p0"].clone().requires_grad_()
     d = scorer.distance(triplet["ref"], x)
+    # The gradient path (trunk under autograd, a differentiable backend) computes the same distances
+    # as the no-grad one (the fused kernel on the CPU), up to float32 rounding.
+    with torch.no_grad():
+        plain = scorer.distance(triplet["ref"], triplet["p0"])
+    for name in pf.DISTANCES:
+        assert d[name].requires_grad and not plain[name].requires_grad
+        torch.testing.assert_close(d[name].detach(), plain[name], rtol=1e-5, atol=1e-9, msg=name)
     sum(v.sum() for v in d.values()).backward()
     assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
-    # Identical images: distance 0, gradient finite.
+    # Identical images: distance 0, a minimum, so the gradient is exactly 0 (every term is a square
+    # of an exactly-zero difference; no NaN from the all-zero feature vectors ReLU taps have).
     y = triplet["ref"].clone().requires_grad_()
     d = scorer.distance(triplet["ref"], y)
     assert all(float(v.detach().abs().max()) == 0 for v in d.values())
     sum(v.sum() for v in d.values()).backward()
-    assert torch.isfinite(y.grad).all()
+    assert torch.isfinite(y.grad).all() and not y.grad.any()
 
 
 def test_a_custom_trunk_module_is_accepted():
+    """Any module with forward_taps: the Scorer's per-layer terms are the reference's on the taps that
+    module gives for the LPIPS-scaled images (computed here independently, in float64)."""
+
     class Tiny(torch.nn.Module):
         def forward_taps(self, x):
             a = torch.relu(torch.nn.functional.avg_pool2d(x, 2))
             return [a, torch.relu(torch.nn.functional.avg_pool2d(a, 2))]
 
-    scorer = pf.Scorer(Tiny(), distances=("spatial", "style"))
-    d = scorer.distance(torch.rand(2, 3, 16, 16) * 2 - 1, torch.rand(2, 3, 16, 16) * 2 - 1, per_layer=True)
-    assert d["spatial"].shape == (2, 2) and torch.isfinite(d["style"]).all()
+    scorer = pf.Scorer(Tiny(), distances=("spatial", "meanpool", "style"))
+    g = torch.Generator().manual_seed(3)
+    x0, x1 = (torch.rand(2, 3, 16, 16, generator=g) * 2 - 1 for _ in range(2))
+    d = scorer.distance(x0, x1, per_layer=True)
+    taps0, taps1 = (Tiny().forward_taps(lpips_scaling(x.double())) for x in (x0, x1))
+    want = D.layer_terms(taps0, taps1, scorer.distances)
+    for name in scorer.distances:
+        assert d[name].shape == (2, 2) and d[name].dtype == torch.float32
+        assert bool((want[name] > 0).all()), name
+        torch.testing.assert_close(d[name].double(), want[name], rtol=1e-5, atol=1e-9, msg=name)
 
 
 def test_bf16_taps_reach_the_kernel_and_match_the_widened_reference(triplet):

@@ -7,7 +7,7 @@ import torch
 
 from perceptual_fast.trunks import CheckpointError, load_trunk, trunk_config
 
-timm = pytest.importorskip("timm")
+timm = pytest.importorskip("timm", exc_type=ModuleNotFoundError)
 
 SMALL = dict(img_size=32, patch_size=8, embed_dim=48, depth=2, num_heads=3, num_classes=10)
 
