@@ -184,7 +184,9 @@ def test_result_does_not_depend_on_the_thread_count(tmp_path):
     for count in others:
         env = dict(os.environ, OMP_NUM_THREADS=str(count))
         result = tmp_path / f"out{count}.pt"
-        subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "inputs.pt"), str(result)], env=env, check=True, timeout=120)
+        # cwd: not the checkout, whose perceptual_fast/ (no _C) would shadow the installed package
+        subprocess.run([sys.executable, "-c", CHILD, str(tmp_path / "inputs.pt"), str(result)], env=env, check=True, timeout=120,
+                       cwd=tmp_path)
         child = torch.load(result)
         assert child["threads"] == count != threads  # really another thread count
         for mine, theirs in zip(here, child["out"], strict=True):
