@@ -40,7 +40,7 @@ class Scorer:
     lin: LPIPS channel weights for the ``lpips`` distance: a file in the ``lpips`` package's
         format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
-    device: where the trunk runs (default CPU). backend: ``auto``, ``cpp`` or ``torch``.
+    device: where the trunk runs (default CPU). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch``.
     precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype), or ``bf16``: the trunk
         under bfloat16 autocast, distances accumulated and returned in float32.
     input_range: float image convention, ``"-1,1"`` (default), ``"0,1"`` or ``"0,255"``.
