@@ -56,8 +56,8 @@ try:
     from cases import TAP_SHAPES, feature_bytes
 
     import perceptual_fast as pf
-    from perceptual_fast import distances as D
-    from perceptual_fast.backends import DistanceRequest
+    from perceptual_fast.ops.fused_distance import reference as D
+    from perceptual_fast.ops.fused_distance import DistanceRequest
     from perceptual_fast.report import format_table
 
     IMPORT_ERROR: Optional[BaseException] = None
@@ -207,7 +207,7 @@ class Context:
         if backend in self.excluded:
             return self.excluded[backend]
         request = DistanceRequest(tuple(tuple(lst) for lst in feats), tuple(distances), lin)
-        return "; ".join(pf.backends.BACKENDS[backend].unsupported(request))
+        return "; ".join(pf.ops.fused_distance.BACKENDS[backend].unsupported(request))
 
     def call(self, check, case, backend, feats, lin, distances, runner=None):
         """``runner`` (default run_op) on ``backend``: its terms per comparison, or None when skipped or

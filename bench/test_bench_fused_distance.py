@@ -10,7 +10,7 @@ import pytest
 import torch
 from cases import BATCH, DISTANCES, TAP_SHAPES, runner, tap_features, tap_lin
 
-from perceptual_fast import distances as D
+from perceptual_fast.ops.fused_distance import reference as D
 
 # Relative to the float64 reference (measured worst, batch 64: 2.4e-6, torch's meanpool on vgg16 taps;
 # cpp 1.9e-6): the cpp kernel computes in float32 with float64 sums, the torch backend is the

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "csrc/fused_distance.h"
+#include "kernels/distance_slots.h"
 
 namespace py = pybind11;
 
@@ -61,8 +62,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
       "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
-      "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (1 spatial, 2 lpips,\n"
-      "4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
+      "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
+      "1 lpips, 2 spatial, 4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
 
 #ifdef PERCEPTUAL_FAST_WITH_CUDA
   m.def(
@@ -91,5 +92,8 @@ PYBIND11_MODULE(_C, m) {
 #else
   m.attr("has_cuda") = false;
 #endif
+  py::tuple slots(static_cast<std::size_t>(perceptual_fast::kNumDistances));
+  for (int d = 0; d < perceptual_fast::kNumDistances; ++d) slots[d] = perceptual_fast::kDistanceNames[d];
+  m.attr("DISTANCE_SLOTS") = slots;  // the output slot order (kernels/distance_slots.h)
   m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
 }

@@ -27,12 +27,12 @@ struct FusedArgs {
   std::vector<LayerArgs> layers;
   std::int64_t batch;     // N
   int count;              // 2 (pair) or 3 (triplet: b and c both compared with a)
-  unsigned distances;     // bit d set: compute distance d (cpu::Distance order: spatial, lpips, meanpool, style)
+  unsigned distances;     // bit d set: compute distance d (kernels/distance_slots.h order)
   ElementType element;    // of every map
   std::uintptr_t out;     // float32 [4, count - 1, N, L]; only the requested distances are written
 };
 
-// Throws std::invalid_argument naming the first problem found.
+// Throws std::invalid_argument naming the first problem found (csrc/fused_distance_args.cpp).
 void check_fused_args(const FusedArgs& args);
 
 ElementType parse_element_type(const std::string& name);

@@ -57,7 +57,7 @@ struct Plan {
     tables_bytes = style_at + style.size() * sizeof(cuda::StyleItem);
     // Scratch only for what is asked; every element read is written first, so no memset.
     const std::size_t per_map = static_cast<std::size_t>(args.count * args.batch) * sizeof(float);
-    const bool want_style = (args.distances >> cuda::kStyle) & 1u, want_mean = (args.distances >> cuda::kMeanpool) & 1u;
+    const bool want_style = (args.distances >> kStyle) & 1u, want_mean = (args.distances >> kMeanpool) & 1u;
     inv_at = aligned(tables_bytes);
     sums_at = inv_at + aligned(want_style ? per_map * static_cast<std::size_t>(total_hw) : 0);
     bytes = sums_at + (want_mean ? per_map * static_cast<std::size_t>(total_c) : 0);
@@ -77,9 +77,9 @@ template <typename T, int kCount>
 void launch(cuda::Problem pb, const cuda::PointwiseItem* pointwise, std::int64_t pointwise_items,
             const cuda::StyleItem* style, std::int64_t style_items, cudaStream_t stream) {
   const unsigned batch = static_cast<unsigned>(pb.batch);
-  const bool want_terms = (pb.distances & ((1u << cuda::kSpatial) | (1u << cuda::kLpips))) != 0;
-  const bool want_mean = (pb.distances >> cuda::kMeanpool) & 1u;
-  const bool want_style = (pb.distances >> cuda::kStyle) & 1u;
+  const bool want_terms = (pb.distances & ((1u << kSpatial) | (1u << kLpips))) != 0;
+  const bool want_mean = (pb.distances >> kMeanpool) & 1u;
+  const bool want_style = (pb.distances >> kStyle) & 1u;
   if (want_terms || want_style) {
     cuda::pointwise_kernel<T, kCount><<<dim3(static_cast<unsigned>(pointwise_items), batch),
                                         dim3(cuda::kTileP, cuda::kChanLanes), 0, stream>>>(pb, pointwise);
@@ -149,12 +149,12 @@ void fused_distance_cuda(const FusedArgs& args, std::uintptr_t workspace, std::s
   pb.total_channels = plan.total_c;
   pb.total_positions = plan.total_hw;
   pb.distances = args.distances;
-  pb.inv_norm = (args.distances >> cuda::kStyle) & 1u ? reinterpret_cast<float*>(base + plan.inv_at) : nullptr;
-  pb.channel_sums = (args.distances >> cuda::kMeanpool) & 1u ? reinterpret_cast<float*>(base + plan.sums_at) : nullptr;
+  pb.inv_norm = (args.distances >> kStyle) & 1u ? reinterpret_cast<float*>(base + plan.inv_at) : nullptr;
+  pb.channel_sums = (args.distances >> kMeanpool) & 1u ? reinterpret_cast<float*>(base + plan.sums_at) : nullptr;
   pb.out = reinterpret_cast<float*>(args.out);
   // Requested slots accumulate atomically from zero; the others keep what the caller put there.
   const std::size_t slot = static_cast<std::size_t>((args.count - 1) * args.batch * L);
-  for (int d = 0; d < 4; ++d) {
+  for (int d = 0; d < kNumDistances; ++d) {
     if ((args.distances >> d) & 1u) check(cudaMemsetAsync(pb.out + d * slot, 0, slot * sizeof(float), stream), "cudaMemsetAsync");
   }
 

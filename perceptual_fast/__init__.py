@@ -8,9 +8,7 @@
 No device is touched and nothing is downloaded at import time.
 """
 
-from .backends import BackendUnavailable
-from .distances import DISTANCES
-from .ops import fused_distance
+from .ops.fused_distance import DISTANCES, BackendUnavailable, fused_distance
 from .scorer import Scorer, score
 from .trunks import CheckpointError, list_trunks, load_trunk, save_trunk
 

@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .atomic import write_atomically
 from .data.bapps import BappsPart
-from .distances import normalize_channels
+from .ops.fused_distance.reference import normalize_channels
 from .eval import two_afc
 from .progress import Progress
 from .scorer import Scorer

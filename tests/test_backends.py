@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast.backends import ENV_VAR, DistanceRequest, dispatch_plan
+from perceptual_fast.ops.fused_distance import ENV_VAR, DistanceRequest, dispatch_plan
 
 
 def _request(distances, dtype=torch.float32, grad=False):
@@ -103,3 +103,10 @@ def test_cpp_reads_size_one_taps_in_any_layout():
     got = pf.fused_distance(cl(a), cl(b), distances=pf.DISTANCES, lin=lin, backend="cpp")
     for name in pf.DISTANCES:
         torch.testing.assert_close(got[name].double(), want[name], rtol=1e-5, atol=1e-9)
+
+
+def test_the_kernels_slot_order_is_the_python_order():
+    """kernels/distance_slots.h (C++ and CUDA) and reference.DISTANCES (Python, Triton launcher) agree."""
+    from perceptual_fast import _C
+
+    assert _C.DISTANCE_SLOTS == pf.DISTANCES == ("lpips", "spatial", "meanpool", "style")

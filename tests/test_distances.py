@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from perceptual_fast import distances as D
+from perceptual_fast.ops.fused_distance import reference as D
 
 
 def _np_normalize(y):  # y: [C, HW] float64

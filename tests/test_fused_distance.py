@@ -10,9 +10,9 @@ import torch
 
 import perceptual_fast as pf
 from perceptual_fast import _C
-from perceptual_fast import distances as D
-from perceptual_fast.backends import DistanceRequest
-from perceptual_fast.backends.cpp import fused_distance_cpp
+from perceptual_fast.ops.fused_distance import reference as D
+from perceptual_fast.ops.fused_distance import DistanceRequest
+from perceptual_fast.ops.fused_distance.cpu import fused_distance_cpp
 
 # Per layer (C, H, W): C=3, 17x23 and 1x1 maps, odd channel counts (not multiples of the 4-channel
 # blocks), maps larger than one tile, and the vgg16 / alexnet first-tap shapes.
@@ -73,9 +73,10 @@ def test_kernel_writes_every_requested_output_into_a_poisoned_buffer(poisoned):
         a, b, c = (feats[k][layer] for k in range(3))
         rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1], a.shape[2] * a.shape[3], 0, False))
     out = poisoned(4, 2, 5, 2)
-    _C.fused_distance_cpu(rows, 5, 3, 0b1101, "float32", out.data_ptr())  # spatial, meanpool, style
-    assert torch.isfinite(out[[0, 2, 3]]).all()
-    assert torch.isnan(out[1]).all()  # lpips was not asked for: untouched
+    asked = [_C.DISTANCE_SLOTS.index(name) for name in ("spatial", "meanpool", "style")]
+    _C.fused_distance_cpu(rows, 5, 3, sum(1 << slot for slot in asked), "float32", out.data_ptr())
+    assert torch.isfinite(out[asked]).all()
+    assert torch.isnan(out[_C.DISTANCE_SLOTS.index("lpips")]).all()  # lpips was not asked for: untouched
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
@@ -232,15 +233,16 @@ def test_kernel_argument_errors_are_clear():
     a = torch.rand(1, 2, 2, 2)
     row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0, False)
     out = torch.empty(4, 1, 1, 1)
+    spatial, lpips = (1 << _C.DISTANCE_SLOTS.index(name) for name in ("spatial", "lpips"))  # mask bits
     with pytest.raises(ValueError, match="count must be 2 \\(pair\\) or 3"):
-        _C.fused_distance_cpu([row], 1, 4, 1, "float32", out.data_ptr())
+        _C.fused_distance_cpu([row], 1, 4, spatial, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: channel count must be >= 1"):
-        _C.fused_distance_cpu([row[:6] + (0, 4, 0, False)], 1, 2, 1, "float32", out.data_ptr())
+        _C.fused_distance_cpu([row[:6] + (0, 4, 0, False)], 1, 2, spatial, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: lpips weights is a null pointer"):
-        _C.fused_distance_cpu([row], 1, 2, 2, "float32", out.data_ptr())
+        _C.fused_distance_cpu([row], 1, 2, lpips, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="element type must be float32, bfloat16 or float16"):
-        _C.fused_distance_cpu([row], 1, 2, 1, "float8", out.data_ptr())
+        _C.fused_distance_cpu([row], 1, 2, spatial, "float8", out.data_ptr())
     with pytest.raises(ValueError, match="the CPU kernel takes float32 or bfloat16 maps, not float16"):
-        _C.fused_distance_cpu([row], 1, 2, 1, "float16", out.data_ptr())
+        _C.fused_distance_cpu([row], 1, 2, spatial, "float16", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: map 1 is a null pointer"):
-        _C.fused_distance_cpu([(a.data_ptr(), 0) + row[2:]], 1, 2, 1, "float32", out.data_ptr())
+        _C.fused_distance_cpu([(a.data_ptr(), 0) + row[2:]], 1, 2, spatial, "float32", out.data_ptr())

@@ -13,8 +13,8 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast import distances as D
-from perceptual_fast.backends import BACKENDS, DistanceRequest, dispatch_plan
+from perceptual_fast.ops.fused_distance import reference as D
+from perceptual_fast.ops.fused_distance import BACKENDS, DistanceRequest, dispatch_plan
 
 if not os.environ.get("CI"):  # in CI a missing triton is a failure, not a skip
     pytest.importorskip("triton", exc_type=ModuleNotFoundError)

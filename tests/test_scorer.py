@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast import distances as D
+from perceptual_fast.ops.fused_distance import reference as D
 from perceptual_fast.inputs import lpips_scaling
 
 

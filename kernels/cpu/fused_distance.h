@@ -1,4 +1,4 @@
-// The fused distance op of DESIGN.md section 5 for one (sample, layer) work item on the CPU:
+// The fused distance op (docs/design.md, section 8) for one (sample, layer) work item on the CPU:
 // every requested distance (spatial, lpips, meanpool, style) between a reference map `a` and one
 // or two other maps (`b`, and `c` for a triplet), each either [C, HW] planar (NCHW, positions
 // contiguous) or [HW, C] (channels_last), float32 or bfloat16, accumulated in float32/float64.
@@ -21,11 +21,10 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/distance_slots.h"
+
 namespace perceptual_fast {
 namespace cpu {
-
-// Output slots, in this order, of the [4, pairs, N, L] result buffer.
-enum Distance : int { kSpatial = 0, kLpips = 1, kMeanpool = 2, kStyle = 3, kNumDistances = 4 };
 
 constexpr float kNormEps = 1e-10f;
 

@@ -1,4 +1,4 @@
-// CUDA device code of the fused distance op (DESIGN.md section 5); launchers in
+// CUDA device code of the fused distance op (docs/design.md, section 8); launchers in
 // csrc/fused_distance_cuda.cu. Same structure as the Triton kernels, three launches whatever
 // the number of layers, each over a work list:
 //
@@ -22,10 +22,10 @@
 
 #include <cstdint>
 
+#include "kernels/distance_slots.h"
+
 namespace perceptual_fast {
 namespace cuda {
-
-enum Slot : int { kSpatial = 0, kLpips = 1, kMeanpool = 2, kStyle = 3 };
 
 struct DeviceLayer {
   const void* maps[3];

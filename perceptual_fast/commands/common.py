@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 from typing import Optional
 
-from ..distances import DISTANCES
+from ..ops.fused_distance import DISTANCES
 from ..scorer import Scorer
 from ..trunks import list_trunks
 

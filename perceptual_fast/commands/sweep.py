@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..distances import DISTANCES
+from ..ops.fused_distance import DISTANCES
 from ..sweep import RESULTS_CSV, RESULTS_JSONL, format_results, run_sweep
 
 

@@ -13,8 +13,8 @@ from typing import List
 
 import torch
 
-from .base import Backend, DistanceRequest, Terms
-from .common import KernelCall, extension_kernel_reasons, load_extension
+from .backend import Backend, DistanceRequest, Terms
+from .extension import KernelCall, extension_kernel_reasons, load_extension
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _WORKSPACE_ALIGN = 256  # bytes, as csrc/fused_distance_cuda.cu requires

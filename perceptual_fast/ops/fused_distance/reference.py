@@ -1,4 +1,4 @@
-"""The reference: the distances of DESIGN.md section 3 in plain PyTorch.
+"""The reference of the fused distance op: the distances of docs/design.md (section 4) in plain PyTorch.
 
 Every fast path is tested against these functions. They run on any device, in float32 or
 float64, and are differentiable with finite gradients everywhere (including feature vectors that
@@ -10,13 +10,16 @@ feature maps gives per-layer terms ``[N, L]`` whose row sum is the distance ``[N
 
 from __future__ import annotations
 
-from typing import Dict, Optional, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from .backend import Backend, DistanceRequest, Terms
+
 DISTANCES = ("lpips", "spatial", "meanpool", "style")
-"""Every distance name the engine computes, in a fixed order."""
+"""Every distance name the engine computes, in a fixed order: also the kernels' output slot order
+and mask bits (kernels/distance_slots.h defines the same order for C++ and CUDA; a test compares)."""
 
 NORM_EPS = 1e-10
 """LPIPS's epsilon, added outside the square root of the channel norm."""
@@ -158,3 +161,17 @@ def layer_terms(
         ]
         out[name] = torch.stack(cols, dim=1)
     return out
+
+
+class TorchBackend(Backend):
+    """The ``torch`` backend: this reference, on any device and dtype, differentiable."""
+
+    name = "torch"
+
+    def unsupported(self, request: DistanceRequest) -> List[str]:
+        return []
+
+    def compute(self, request: DistanceRequest) -> List[Terms]:
+        # 16-bit features are widened (exactly) to float32: the reference never computes in 16 bits.
+        feats = [[t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in lst] for lst in request.feats]
+        return [layer_terms(feats[0], other, request.distances, request.lin) for other in feats[1:]]

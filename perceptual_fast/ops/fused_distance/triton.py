@@ -17,8 +17,8 @@ from typing import List, Sequence
 import torch
 from torch import Tensor
 
-from .base import Backend, DistanceRequest, Terms
-from .common import DISTANCES_ORDER, dtype_and_grad_reasons, nchw, one_device_reasons
+from .backend import Backend, DistanceRequest, Terms, dtype_and_grad_reasons, nchw, one_device_reasons
+from .reference import DISTANCES
 
 DTYPES = (torch.float32, torch.bfloat16, torch.float16)
 
@@ -51,7 +51,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
     """``feats``: 2 or 3 lists of L maps ``[N, C_l, H_l, W_l]`` (one dtype among float32, bfloat16,
     float16; one device; samples NCHW-contiguous, any batch stride; N <= MAX_SAMPLES_PER_LAUNCH).
     Returns one ``{name: [N, L]}`` float32 per comparison with the first list."""
-    from ..kernels.triton import fused_distance as K
+    from ...kernels.triton import fused_distance as K
 
     feats = [[t.detach() for t in lst] for lst in feats]
     count, layers = len(feats), len(feats[0])
@@ -62,8 +62,8 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
     chans = [t.shape[1] for t in feats[0]]
     hws = [t.shape[2] * t.shape[3] for t in feats[0]]
     pairs, want = count - 1, set(distances)
-    out = torch.full((len(DISTANCES_ORDER), pairs, n, layers), float("nan"), dtype=torch.float32, device=device)
-    results = [{d: out[DISTANCES_ORDER.index(d), q] for d in distances} for q in range(pairs)]
+    out = torch.full((len(DISTANCES), pairs, n, layers), float("nan"), dtype=torch.float32, device=device)
+    results = [{d: out[DISTANCES.index(d), q] for d in distances} for q in range(pairs)]
     if n == 0:
         return results
     base, offsets, strides = _element_offsets(feats)
@@ -89,7 +89,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
             )
             for slot, name in enumerate(("spatial", "lpips")):
                 if name in want:
-                    out[DISTANCES_ORDER.index(name)] = terms[slot]
+                    out[DISTANCES.index(name)] = terms[slot]
         if "style" in want:
             style = torch.zeros(pairs, n, layers, dtype=torch.float32, device=device)  # atomic sums
             step = blocks["STYLE_BLOCK_C"]
@@ -101,11 +101,11 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
                 COUNT=count, BLOCK_C=step, BLOCK_P=blocks["STYLE_BLOCK_P"], PRECISION=K.STYLE_DOT_PRECISION,
                 **K.LAUNCH_OPTIONS["_style_kernel"],
             )
-            out[DISTANCES_ORDER.index("style")] = style
+            out[DISTANCES.index("style")] = style
         if "meanpool" in want:
             chsum = torch.empty(count, n, total_c, dtype=torch.float32, device=device)  # written before read
             K._meanpool_kernel[(layers, n)](
-                *tables, as_dev(_exclusive_cumsum(chans)), chsum, out[DISTANCES_ORDER.index("meanpool")],
+                *tables, as_dev(_exclusive_cumsum(chans)), chsum, out[DISTANCES.index("meanpool")],
                 n, layers, total_c, COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],
                 **K.LAUNCH_OPTIONS["_meanpool_kernel"],
             )
@@ -117,7 +117,7 @@ class TritonBackend(Backend):
 
     @property
     def max_batch(self) -> int:
-        from ..kernels.triton.fused_distance import MAX_SAMPLES_PER_LAUNCH
+        from ...kernels.triton.fused_distance import MAX_SAMPLES_PER_LAUNCH
 
         return MAX_SAMPLES_PER_LAUNCH
 
