@@ -28,13 +28,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_name, median_seconds, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
-from perceptual_fast.bapps_eval import evaluate_bapps  # noqa: E402
-from perceptual_fast.data.bapps import Bapps, BappsPart  # noqa: E402
-from perceptual_fast.data.make_bapps import make_bapps  # noqa: E402
-from perceptual_fast.data.pack import load_bapps, pack_folder  # noqa: E402
-from perceptual_fast.eval import two_afc  # noqa: E402
-from perceptual_fast.inputs import lpips_scaling  # noqa: E402
-from perceptual_fast.report import format_table  # noqa: E402
+from perceptual_fast.bapps.evaluate import evaluate_bapps  # noqa: E402
+from perceptual_fast.bapps.reader import Bapps, BappsPart  # noqa: E402
+from perceptual_fast.bapps.synthetic import make_bapps  # noqa: E402
+from perceptual_fast.bapps.pack import load_bapps, pack_folder  # noqa: E402
+from perceptual_fast.metrics import two_afc  # noqa: E402
+from perceptual_fast.preprocess import lpips_scaling  # noqa: E402
+from perceptual_fast.util.tables import format_table  # noqa: E402
 
 LPIPS_NET = {"alexnet": "alex", "vgg16": "vgg"}
 BATCH = {"alexnet": 48, "vgg16": 16}  # triplets per batch: 144 / 48 images per trunk pass, the faster sizes here

@@ -6,11 +6,16 @@ the paper and BAPPS use.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
 from typing import Callable, List, Optional
 
 import torch
 
 import perceptual_fast as pf
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ops" / "fused_distance"))
+from fused_distance_cases import make_feats  # noqa: E402  (the fused op's one feature factory)
 
 BATCH = 64
 # Tap shapes (C, H, W) for 64x64 inputs: the LPIPS slices and torchvision ResNet-50's 4 stage outputs.
@@ -24,9 +29,8 @@ POINTWISE = ("lpips", "spatial", "meanpool")  # the memory-bound part: everythin
 
 
 def tap_features(net: str, count: int = 2, batch: int = BATCH, seed: int = 0) -> List[List[torch.Tensor]]:
-    """``count`` lists of float32 feature maps at ``net``'s tap shapes."""
-    g = torch.Generator().manual_seed(seed)
-    return [[torch.relu(torch.randn(batch, *s, generator=g)) for s in TAP_SHAPES[net]] for _ in range(count)]
+    """``count`` lists of float32 feature maps at ``net``'s tap shapes (the op's test factory)."""
+    return make_feats(batch, TAP_SHAPES[net], count, seed)
 
 
 def feature_bytes(feats: List[List[torch.Tensor]]) -> int:

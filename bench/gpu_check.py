@@ -52,13 +52,15 @@ if DRY_RUN:
 import torch  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ops" / "fused_distance"))
 try:
     from cases import TAP_SHAPES, feature_bytes
+    from fused_distance_cases import make_feats, make_lin, reference  # the op's test cases
 
     import perceptual_fast as pf
     from perceptual_fast.ops.fused_distance import reference as D
     from perceptual_fast.ops.fused_distance import DistanceRequest
-    from perceptual_fast.report import format_table
+    from perceptual_fast.util.tables import format_table
 
     IMPORT_ERROR: Optional[BaseException] = None
 except ImportError as err:  # the summary section still runs
@@ -268,50 +270,8 @@ def fmt_err(err) -> str:
 # --------------------------------------------------------------------------- data and reference
 
 
-def make_feats(shapes, batch, count, dtype, device, seed, perturb="noise", chunk=256) -> List[List[torch.Tensor]]:
-    """``count`` lists of maps ``[batch, C, H, W]`` in ``dtype``: ReLU'd normals with one all-zero feature
-    vector (sample 0, position 0, 0) in the first list; each later list is relu(a + 0.4 noise)
-    (perturb="noise", realistic distances) or a * (1 + 0.01 noise) (perturb="pct"). Made ``chunk``
-    samples at a time, so large batches need no large float32 temporaries."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    out = [[torch.empty(batch, *s, dtype=dtype, device=device) for s in shapes] for _ in range(count)]
-    for lo in range(0, batch, chunk):
-        hi = min(batch, lo + chunk)
-        for layer, s in enumerate(shapes):
-            a = torch.relu(torch.randn(hi - lo, *s, generator=g, device=device))
-            if lo == 0:
-                a[0, :, 0, 0] = 0.0
-            out[0][layer][lo:hi] = a
-            for k in range(1, count):
-                noise = torch.randn(a.shape, generator=g, device=device)
-                out[k][layer][lo:hi] = torch.relu(a + 0.4 * noise) if perturb == "noise" else a * (1 + 0.01 * noise)
-    return out
-
-
-def make_lin(shapes, device, seed) -> List[torch.Tensor]:
-    """One non-negative channel-weight vector per layer (the lpips distance)."""
-    g = torch.Generator(device=device).manual_seed(seed)
-    return [torch.rand(s[0], generator=g, device=device) for s in shapes]
-
-
 def seed_of(*parts) -> int:
     return zlib.crc32(" ".join(map(str, parts)).encode())
-
-
-def reference(feats, lin, distances=DISTANCES, chunk=None) -> List[Dict[str, torch.Tensor]]:
-    """float64 ``layer_terms`` of every comparison (b, then c, against a) on .double() copies,
-    ``chunk`` samples at a time: one ``{name: [N, L]}`` per comparison."""
-    n = feats[0][0].shape[0]
-    chunk = chunk or n
-    w64 = [w.double() for w in lin] if lin is not None else None
-    parts = [{d: [] for d in distances} for _ in feats[1:]]
-    for lo in range(0, n, chunk):
-        f64 = [[t[lo:lo + chunk].double() for t in lst] for lst in feats]
-        for q, other in enumerate(f64[1:]):
-            for name, terms in D.layer_terms(f64[0], other, distances, w64).items():
-                parts[q][name].append(terms)
-        del f64
-    return [{name: torch.cat(v) for name, v in p.items()} for p in parts]
 
 
 def run_op(backend, feats, lin, distances, sync=True) -> List[Dict[str, torch.Tensor]]:
@@ -386,8 +346,8 @@ def check_shapes(ctx: Context) -> None:
     for dname, dtype in DTYPES.items():
         for count, batch in ctx.sizes.shape_cases:
             case = f"{dname} count {count} batch {batch}"
-            feats = make_feats(ctx.sizes.shapes, batch, count, dtype, ctx.device, seed_of("shapes", case))
-            lin = make_lin(ctx.sizes.shapes, ctx.device, seed_of("lin", case))
+            feats = make_feats(batch, ctx.sizes.shapes, count, seed_of("shapes", case), dtype=dtype, device=ctx.device)
+            lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
             evaluate(ctx, "shapes", case, feats, lin, against(reference(feats, lin), dtype))
 
 
@@ -403,9 +363,9 @@ def check_identical_zeros(ctx: Context) -> None:
     for dname in ("fp32", "bf16"):
         for count in (2, 3):
             case = f"{dname} count {count}"
-            a = make_feats(ctx.sizes.shapes, 3, 1, DTYPES[dname], ctx.device, seed_of("zeros", case))[0]
+            a = make_feats(3, ctx.sizes.shapes, 1, seed_of("zeros", case), dtype=DTYPES[dname], device=ctx.device)[0]
             feats = [a] + [[t.clone() for t in a] for _ in range(count - 1)]
-            lin = make_lin(ctx.sizes.shapes, ctx.device, seed_of("lin", case))
+            lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
             evaluate(ctx, "identical_zeros", case, feats, lin, exact_zero)
 
 
@@ -419,8 +379,8 @@ def check_style_1pct(ctx: Context) -> None:
     for dname in ("bf16", "fp16"):
         dtype = DTYPES[dname]
         case = f"{dname} pair batch 2, b = a * (1 + 0.01 noise)"
-        feats = make_feats(layers, 2, 2, dtype, ctx.device, seed_of("pct", dname), perturb="pct")
-        lin = make_lin(layers, ctx.device, seed_of("lin", "pct", dname))
+        feats = make_feats(2, layers, 2, seed_of("pct", dname), dtype=dtype, device=ctx.device, change=0.01, relative=True)
+        lin = make_lin(layers, seed=seed_of("lin", "pct", dname), device=ctx.device)
         want = reference(feats, lin)
         fp32 = run_op("torch", feats, lin, DISTANCES)
         base = {name: rel_error(fp32[0][name], want[0][name], floor=TINY) for name in DISTANCES}
@@ -471,9 +431,9 @@ def check_layouts(ctx: Context) -> None:
         for dname in ("fp32", "bf16"):
             for count in (2, 3):
                 case = f"{name} {dname} count {count}"
-                big = make_feats(ctx.sizes.layout_layers, 2 * n, count, DTYPES[dname], ctx.device, seed_of("layout", case))
+                big = make_feats(2 * n, ctx.sizes.layout_layers, count, seed_of("layout", case), dtype=DTYPES[dname], device=ctx.device)
                 feats = [[view(t, k, n) for t in lst] for k, lst in enumerate(big)]
-                lin = make_lin(ctx.sizes.layout_layers, ctx.device, seed_of("lin", case))
+                lin = make_lin(ctx.sizes.layout_layers, seed=seed_of("lin", case), device=ctx.device)
                 evaluate(ctx, "layouts", case, feats, lin, against(reference(feats, lin), DTYPES[dname]))
 
 
@@ -504,8 +464,8 @@ def check_stream(ctx: Context) -> None:
     distance, only the order of atomic sums may differ)."""
     for dname in ("fp32", "bf16"):
         case = f"{dname} triplet batch 3, device_count {torch.cuda.device_count() if ctx.device.type == 'cuda' else 0}"
-        feats = make_feats(ctx.sizes.shapes, 3, 3, DTYPES[dname], ctx.device, seed_of("stream", dname))
-        lin = make_lin(ctx.sizes.shapes, ctx.device, seed_of("lin", "stream", dname))
+        feats = make_feats(3, ctx.sizes.shapes, 3, seed_of("stream", dname), dtype=DTYPES[dname], device=ctx.device)
+        lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", "stream", dname), device=ctx.device)
         default = {b: ctx.call("stream", case + " (default stream)", b, feats, lin, DISTANCES) for b in ctx.backends}
 
         def score(backend, name, got):
@@ -527,8 +487,8 @@ def check_other_device(ctx: Context) -> None:
                    f"{count} CUDA device(s): nothing to check")
         return
     other = torch.device("cuda", 1)
-    feats = make_feats(ctx.sizes.shapes, 3, 3, torch.float32, other, seed_of("other_device"))
-    lin = make_lin(ctx.sizes.shapes, other, seed_of("lin", "other_device"))
+    feats = make_feats(3, ctx.sizes.shapes, 3, seed_of("other_device"), dtype=torch.float32, device=other)
+    lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", "other_device"), device=other)
     with torch.cuda.device(0):
         evaluate(ctx, "other_device", "fp32 triplet on cuda:1, current device 0", feats, lin,
                  against(reference(feats, lin), torch.float32))
@@ -539,8 +499,8 @@ def check_large_batch(ctx: Context) -> None:
     grid axis 1, at most 65,535, so the launchers must chunk; against float64."""
     for n in ctx.sizes.large_batches:
         case = f"fp32 pair N {n}"
-        feats = make_feats(ctx.sizes.large_layers, n, 2, torch.float32, ctx.device, seed_of("large", n), chunk=n)
-        lin = make_lin(ctx.sizes.large_layers, ctx.device, seed_of("lin", "large"))
+        feats = make_feats(n, ctx.sizes.large_layers, 2, seed_of("large", n), dtype=torch.float32, device=ctx.device, chunk=n)
+        lin = make_lin(ctx.sizes.large_layers, seed=seed_of("lin", "large"), device=ctx.device)
         evaluate(ctx, "large_batch", case, feats, lin, against(reference(feats, lin), torch.float32))
 
 
@@ -549,8 +509,8 @@ def check_vgg256(ctx: Context) -> None:
     four distances (style too), against float64 computed 32 samples at a time to bound memory."""
     s = ctx.sizes
     case = f"bf16 triplet N {s.vgg_batch}, taps {s.vgg_layers}"
-    feats = make_feats(s.vgg_layers, s.vgg_batch, 3, torch.bfloat16, ctx.device, seed_of("vgg256"), chunk=64)
-    lin = make_lin(s.vgg_layers, ctx.device, seed_of("lin", "vgg256"))
+    feats = make_feats(s.vgg_batch, s.vgg_layers, 3, seed_of("vgg256"), dtype=torch.bfloat16, device=ctx.device, chunk=64)
+    lin = make_lin(s.vgg_layers, seed=seed_of("lin", "vgg256"), device=ctx.device)
     want = reference(feats, lin, chunk=s.ref_chunk)
     evaluate(ctx, "vgg256", case, feats, lin, against(want, torch.bfloat16))
     del feats, want
@@ -763,12 +723,12 @@ def time_case(ctx: Context, net: str, count: int) -> None:
     s = ctx.sizes
     kind = "pair" if count == 2 else "triplet"
     shapes = s.timing_shapes[net]
-    first = make_feats(shapes, s.timing_batch, count, torch.bfloat16, ctx.device, seed_of("time", net, count))
+    first = make_feats(s.timing_batch, shapes, count, seed_of("time", net, count), dtype=torch.bfloat16, device=ctx.device)
     nbytes = feature_bytes(first)
     nsets = max(2, min(16, int(s.timing_set_bytes // nbytes)))
-    sets = [first] + [make_feats(shapes, s.timing_batch, count, torch.bfloat16, ctx.device, seed_of("time", net, count, i))
+    sets = [first] + [make_feats(s.timing_batch, shapes, count, seed_of("time", net, count, i), dtype=torch.bfloat16, device=ctx.device)
                       for i in range(1, nsets)]
-    lin = make_lin(shapes, ctx.device, seed_of("lin", net))
+    lin = make_lin(shapes, seed=seed_of("lin", net), device=ctx.device)
     row = {"net": net, "kind": kind, "batch": s.timing_batch, "dtype": "bfloat16", "mb": nbytes / 1e6, "sets": nsets}
     for backend in ["torch", *ctx.backends]:
         reason = ctx.skip_reason(backend, first, lin, DISTANCES)

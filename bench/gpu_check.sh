@@ -7,8 +7,7 @@
 #   1. build: pip install . with PERCEPTUAL_FAST_CUDA=ON and PERCEPTUAL_FAST_WERROR=ON; if that fails, the
 #      log's tail is printed, then: CUDA without WERROR (only when warnings were turned into errors),
 #      else CPU-only (triton-only checks), else the sources on PYTHONPATH (no _C at all)
-#   2. pytest of the fused-op tests (those of test_gpu_backends.py, test_triton.py, test_cuda.py,
-#      test_fused_distance.py and test_backends.py that exist)
+#   2. pytest of the fused op's tests (tests/ops/fused_distance: triton and cuda run there on the GPU)
 #   3. bench/gpu_check.py --section correctness   (triton and cuda against float64)
 #   4. bench/gpu_check.py --section timings       (torch vs triton vs cuda, bf16, ~3 minutes at most)
 #   5. bench/gpu_check.py --section summary       (the steps and every failure)
@@ -154,9 +153,8 @@ except ImportError as err:
 print("perceptual_fast from", p.__file__, ext, "kernels:", u.find_spec("perceptual_fast.kernels") is not None)' ||
     echo "(perceptual_fast does not import)"
 
-  for f in tests/test_gpu_backends.py tests/test_triton.py tests/test_cuda.py tests/test_fused_distance.py tests/test_backends.py; do
-    [[ -f $f ]] && tests+=("$f")
-  done
+  # the fused op's tests, every backend present (the ahead-of-time compile check is for CPU machines)
+  tests=(tests/ops/fused_distance --ignore=tests/ops/fused_distance/test_triton_compile.py)
   # (a file that cannot be collected, e.g. one importing a missing _C, must not stop the others)
   pytest_args=(-q -p no:cacheprovider --continue-on-collection-errors "${tests[@]}")
   "$PY" -c 'import pytest_timeout' 2>/dev/null && pytest_args+=(--timeout=120)

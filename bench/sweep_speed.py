@@ -5,7 +5,7 @@
 Data: a SYNTHETIC BAPPS folder (make-bapps: 5 categories x --triplets, 256x256 PNGs), and its
 64x64 pack. Checkpoints: randomly initialised trunks (a different seed each) saved with their
 configs (save_trunk); weights do not change the work. Distances: spatial, meanpool, style.
-  sweep   perceptual_fast.sweep.run_sweep over the pack: images decoded once and kept in memory
+  sweep   perceptual_fast.study.sweep.run_sweep over the pack: images decoded once and kept in memory
           for every checkpoint, the next checkpoint loaded in a background thread while one is
           scored, one trunk pass per image, all distances from one fused op (batch 32 triplets on CPU)
   naive   per checkpoint: read and resize the PNG folder again (read_bapps), build a Scorer from
@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_name, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
-from perceptual_fast.data.bapps import read_bapps  # noqa: E402
-from perceptual_fast.data.make_bapps import make_bapps  # noqa: E402
-from perceptual_fast.data.pack import pack_folder  # noqa: E402
-from perceptual_fast.eval import category_means, two_afc  # noqa: E402
-from perceptual_fast.report import format_table  # noqa: E402
-from perceptual_fast.sweep import run_sweep  # noqa: E402
+from perceptual_fast.bapps.reader import read_bapps  # noqa: E402
+from perceptual_fast.bapps.synthetic import make_bapps  # noqa: E402
+from perceptual_fast.bapps.pack import pack_folder  # noqa: E402
+from perceptual_fast.metrics import category_means, two_afc  # noqa: E402
+from perceptual_fast.util.tables import format_table  # noqa: E402
+from perceptual_fast.study.sweep import run_sweep  # noqa: E402
 
 DISTANCES = ("spatial", "meanpool", "style")
 

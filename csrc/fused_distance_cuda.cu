@@ -60,7 +60,7 @@ struct Plan {
     const bool want_style = (args.distances >> kStyle) & 1u, want_mean = (args.distances >> kMeanpool) & 1u;
     inv_at = aligned(tables_bytes);
     sums_at = inv_at + aligned(want_style ? per_map * static_cast<std::size_t>(total_hw) : 0);
-    bytes = sums_at + (want_mean ? per_map * static_cast<std::size_t>(total_c) : 0);
+    bytes = sums_at + (want_mean ? 2 * per_map * static_cast<std::size_t>(total_c) : 0);  // double sums
   }
 
   // The tables as the bytes of the workspace's first tables_bytes.
@@ -150,7 +150,7 @@ void fused_distance_cuda(const FusedArgs& args, std::uintptr_t workspace, std::s
   pb.total_positions = plan.total_hw;
   pb.distances = args.distances;
   pb.inv_norm = (args.distances >> kStyle) & 1u ? reinterpret_cast<float*>(base + plan.inv_at) : nullptr;
-  pb.channel_sums = (args.distances >> kMeanpool) & 1u ? reinterpret_cast<float*>(base + plan.sums_at) : nullptr;
+  pb.channel_sums = (args.distances >> kMeanpool) & 1u ? reinterpret_cast<double*>(base + plan.sums_at) : nullptr;
   pb.out = reinterpret_cast<float*>(args.out);
   // Requested slots accumulate atomically from zero; the others keep what the caller put there.
   const std::size_t slot = static_cast<std::size_t>((args.count - 1) * args.batch * L);

@@ -8,11 +8,11 @@ from typing import Dict, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
+from .lin import load_lin
+from .metrics import two_afc
 from .ops.fused_distance import fused_distance, requested_backend
 from .ops.fused_distance.reference import check_distance_names
-from .eval import two_afc
-from .inputs import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
-from .lin import load_lin
+from .preprocess import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 
 # bf16: the trunk runs under torch.autocast(bfloat16); the fused op reads its bf16 taps and

@@ -11,10 +11,10 @@ import torch
 from PIL import Image
 
 import perceptual_fast as pf
-from perceptual_fast.bapps_eval import evaluate_bapps
+from perceptual_fast.bapps.evaluate import evaluate_bapps
+from perceptual_fast.bapps.reader import read_bapps
+from perceptual_fast.bapps.synthetic import RULE, make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.data.bapps import read_bapps
-from perceptual_fast.data.make_bapps import RULE, make_bapps
 
 
 @pytest.fixture(scope="module")
@@ -118,7 +118,7 @@ def test_evaluation_per_layer_terms_come_from_the_same_pass_and_sum_to_the_total
         assert res.summary[name] == pytest.approx(50 * sum(cats), rel=1e-12)
         assert len(res.layer_scores[name]) == 5 and len(res.layer_summary[name]) == 5
     assert "l2" in res.scores and "l2" not in res.layer_scores
-    first_layer = pf.eval.two_afc(*(scorer.score(part.batch(0, 18), per_layer=True)[k]["style"][:, 0] for k in ("d0", "d1")),
+    first_layer = pf.metrics.two_afc(*(scorer.score(part.batch(0, 18), per_layer=True)[k]["style"][:, 0] for k in ("d0", "d1")),
                                   part.target)
     assert res.layer_scores["style"][0][0] == pytest.approx(float(first_layer[:9].mean()), rel=1e-12)
 

@@ -8,10 +8,10 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-import perceptual_fast.eval
-from perceptual_fast.bapps_eval import evaluate_bapps
-from perceptual_fast.data.bapps import read_bapps
-from perceptual_fast.data.make_bapps import make_bapps
+import perceptual_fast.metrics
+from perceptual_fast.bapps.evaluate import evaluate_bapps
+from perceptual_fast.bapps.reader import read_bapps
+from perceptual_fast.bapps.synthetic import make_bapps
 
 CATEGORIES = ("noise", "blur")
 
@@ -63,7 +63,7 @@ def test_2afc_and_jnd_equal_the_lpips_package(folder, lpips_like, use_lin):
             ref_map, _ = trainer.score_jnd_dataset(
                 LpipsStyleLoader(folder / "jnd" / "val" / category, ("p0", "p1"), "same"), lambda a, b: model(a, b).flatten())
         mask = data.parts["2afc/val"].category == c
-        ours = pf.eval.two_afc(d0[mask], d1[mask], data.parts["2afc/val"].target[mask])
+        ours = pf.metrics.two_afc(d0[mask], d1[mask], data.parts["2afc/val"].target[mask])
         np.testing.assert_array_equal(ours.numpy(), ref["scores"])  # per triplet, ties (0.5) included
         assert two_afc.scores[name][c] == pytest.approx(ref_score, rel=1e-12, abs=0)
         assert jnd.scores[name][c] == ref_map

@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from perceptual_fast.baselines import BASELINES, baseline_distance, lpips_roundtrip, split_distance_names
-from perceptual_fast.eval import category_means, jnd_map, perceptual_score
+from perceptual_fast.bapps.baselines import BASELINES, baseline_distance, lpips_roundtrip, split_distance_names
+from perceptual_fast.metrics import category_means, jnd_map, perceptual_score
 
 
 def images(seed, n=3, size=32):

@@ -3,7 +3,7 @@
 import numpy as np
 import torch
 
-from perceptual_fast.eval import two_afc
+from perceptual_fast.metrics import two_afc
 
 
 def test_two_afc_matches_the_lpips_formula_with_ties():

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import perceptual_fast as pf
-from perceptual_fast.inputs import check_images, lpips_scaling, scaled_batch
+from perceptual_fast.preprocess import check_images, lpips_scaling, scaled_batch
 
 
 @pytest.fixture(scope="module")

@@ -8,10 +8,10 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+from perceptual_fast.bapps.pack import FORMAT_VERSION, load_bapps, load_pack, pack_folder
+from perceptual_fast.bapps.reader import read_bapps
+from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.data.bapps import read_bapps
-from perceptual_fast.data.make_bapps import make_bapps
-from perceptual_fast.data.pack import FORMAT_VERSION, load_bapps, load_pack, pack_folder
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +69,7 @@ def test_pack_writes_atomically_and_leaves_no_temp_file(folder, tmp_path, monkey
     def broken(*args, **kwargs):
         raise OSError("disk full")
 
-    monkeypatch.setattr("perceptual_fast.data.pack.save_file", broken)
+    monkeypatch.setattr("perceptual_fast.bapps.pack.save_file", broken)
     with pytest.raises(OSError, match="disk full"):
         pack_folder(folder, out, progress=False)
     assert out.read_bytes() == b"old pack" and list(tmp_path.iterdir()) == [out]

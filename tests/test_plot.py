@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 from perceptual_fast.cli import main
-from perceptual_fast.plot import plot_results, sweep_axes
-from perceptual_fast.sweep import write_results
+from perceptual_fast.study.plot import plot_results, sweep_axes
+from perceptual_fast.study.sweep import write_results
 
 
 def _records(tmp_path):

@@ -5,7 +5,7 @@ import torch
 
 import perceptual_fast as pf
 from perceptual_fast.ops.fused_distance import reference as D
-from perceptual_fast.inputs import lpips_scaling
+from perceptual_fast.preprocess import lpips_scaling
 
 
 @pytest.fixture(scope="module")

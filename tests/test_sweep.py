@@ -11,12 +11,12 @@ import time
 import pytest
 
 import perceptual_fast as pf
-from perceptual_fast.bapps_eval import evaluate_bapps
+from perceptual_fast.bapps.evaluate import evaluate_bapps
+from perceptual_fast.bapps.pack import load_bapps, pack_folder
+from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.data.make_bapps import make_bapps
-from perceptual_fast.data.pack import load_bapps, pack_folder
-from perceptual_fast.sweep import DONE_DIR, RESULTS_CSV, expand_checkpoints, read_results, run_sweep
-from perceptual_fast.train import TrainConfig, train
+from perceptual_fast.study.sweep import DONE_DIR, RESULTS_CSV, expand_checkpoints, read_results, run_sweep
+from perceptual_fast.study.train import TrainConfig, train
 
 DISTANCES = ("spatial", "meanpool", "style")
 
@@ -95,14 +95,14 @@ def test_rerun_skips_what_is_done_and_rescores_what_changed(sweep_inputs, tmp_pa
 
 _SLOW_SWEEP = """
 import sys, time
-from perceptual_fast import sweep
-score = sweep._Sweep.score
+from perceptual_fast.study.sweep import runner
+score = runner._Sweep.score
 def slow(self, path, loaded):
     record = score(self, path, loaded)
     time.sleep(0.4)
     return record
-sweep._Sweep.score = slow
-sweep.run_sweep([sys.argv[1]], sys.argv[2], ("spatial", "meanpool", "style"), sys.argv[3], progress=False)
+runner._Sweep.score = slow
+runner.run_sweep([sys.argv[1]], sys.argv[2], ("spatial", "meanpool", "style"), sys.argv[3], progress=False)
 """
 
 

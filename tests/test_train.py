@@ -14,8 +14,8 @@ from safetensors import safe_open
 
 import perceptual_fast as pf
 from perceptual_fast.cli import main
-from perceptual_fast.data.classes import load_class_data, synthetic_classes
-from perceptual_fast.train import (
+from perceptual_fast.study.classes import load_class_data, synthetic_classes
+from perceptual_fast.study.train import (
     LOG_FILE,
     TRAIN_KEY,
     TrainConfig,
@@ -55,7 +55,7 @@ def test_tiny_run_beats_chance_and_its_checkpoints_load_into_the_scorer(tmp_path
     val = synthetic_classes(128, 32, 4, seed=cfg.seed + 7919)
     x = crop_images(val.images, "central", cfg.crop_fraction, None)
     with torch.no_grad():
-        acc = float((model(pf.inputs.lpips_scaling(x)).argmax(1) == val.labels).float().mean())
+        acc = float((model(pf.preprocess.lpips_scaling(x)).argmax(1) == val.labels).float().mean())
     assert acc > 0.4
 
 
@@ -113,7 +113,7 @@ def test_hyperparameters_reach_the_model(tmp_path):
 
 _TRAIN_SCRIPT = """
 import sys
-from perceptual_fast.train import TrainConfig, train
+from perceptual_fast.study.train import TrainConfig, train
 train(TrainConfig(**{cfg}), sys.argv[1], progress=False)
 """
 

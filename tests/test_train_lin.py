@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import perceptual_fast as pf
+from perceptual_fast.bapps.pack import load_bapps, pack_folder
+from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.data.make_bapps import make_bapps
-from perceptual_fast.data.pack import load_bapps, pack_folder
-from perceptual_fast.train_lin import RankingNet, channel_terms, lin_distance, save_lin, train_lin
+from perceptual_fast.study.train_lin import RankingNet, channel_terms, lin_distance, save_lin, train_lin
 
 
 @pytest.fixture(scope="module")

@@ -10,9 +10,9 @@
 //                    accumulated through shared-memory tiles of normalised features; adds
 //                    sum((Ga - Gx)^2), twice off the diagonal. No Gram matrix is stored.
 //  meanpool_kernel   layer x sample: channel sums (a warp per channel, fixed order), normalised
-//                    means, squared difference.
+//                    means, squared difference, all in double.
 //
-// Maps are float, __nv_bfloat16 or __half; all arithmetic is float32. spatial / lpips / style
+// Maps are float, __nv_bfloat16 or __half; arithmetic is float32 (meanpool: double). spatial / lpips / style
 // accumulate over blocks with atomicAdd, so their last bits depend on the order blocks finish
 // (equal maps still give exactly 0: every contribution is 0).
 #pragma once
@@ -56,7 +56,7 @@ struct Problem {
   std::int64_t total_positions;
   unsigned distances;
   float* inv_norm;      // [count, N, total_positions]
-  float* channel_sums;  // [count, N, total_channels]
+  double* channel_sums;  // [count, N, total_channels]
   float* out;           // [4, count - 1, N, L]
 };
 
@@ -83,21 +83,23 @@ __device__ __forceinline__ float* out_slot(const Problem& pb, int slot, int q, i
   return pb.out + ((static_cast<std::int64_t>(slot) * pairs + q) * pb.batch + n) * pb.layer_count + l;
 }
 
-__device__ __forceinline__ float warp_sum(float v) {
+template <typename A>
+__device__ __forceinline__ A warp_sum(A v) {
   for (int offset = 16; offset > 0; offset /= 2) v += __shfl_down_sync(0xffffffffu, v, offset);
   return v;
 }
 
 // Sum over the whole block (blockDim.x * blockDim.y threads, a multiple of 32); the result is
-// valid in thread 0. `shared` holds one float per warp.
-__device__ __forceinline__ float block_sum(float v, float* shared) {
+// valid in thread 0. `shared` holds one A per warp.
+template <typename A>
+__device__ __forceinline__ A block_sum(A v, A* shared) {
   const int tid = threadIdx.x + threadIdx.y * blockDim.x;
   const int warps = (blockDim.x * blockDim.y) / 32;
   v = warp_sum(v);
   __syncthreads();
   if (tid % 32 == 0) shared[tid / 32] = v;
   __syncthreads();
-  float total = 0.f;
+  A total = 0;
   if (tid == 0)
     for (int w = 0; w < warps; ++w) total += shared[w];
   return total;
@@ -219,23 +221,24 @@ __global__ void style_kernel(Problem pb, const StyleItem* items) {
 
 // One block per (layer, sample). The channel sums are computed here, each by one warp in a fixed
 // order that is the same for every map (no atomics), so equal maps give bitwise equal means and
-// the term is exactly 0, as on the CPU.
+// the term is exactly 0, as on the CPU. Sums, means, norms and the difference are double: the term
+// is a small difference of two unit vectors, which float sums over many positions would blur.
 template <typename T, int kCount>
 __global__ void meanpool_kernel(Problem pb) {
   const std::int64_t l = blockIdx.x, n = blockIdx.y;
   const DeviceLayer layer = pb.layers[l];
   const std::int64_t C = layer.channels, HW = layer.positions;
-  const float hw = static_cast<float>(HW);
-  __shared__ float reduce_buffer[8];
-  __shared__ float broadcast[2];
-  float* sums[kCount];
+  const double hw = static_cast<double>(HW);
+  __shared__ double reduce_buffer[8];
+  __shared__ double broadcast[2];
+  double* sums[kCount];
   for (int k = 0; k < kCount; ++k) sums[k] = pb.channel_sums + (k * pb.batch + n) * pb.total_channels + layer.channel_offset;
   const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
   for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
     for (int k = 0; k < kCount; ++k) {
       const T* row = sample_map<T>(layer, k, n) + c * HW;
-      float s = 0.f;
-      for (std::int64_t p = lane; p < HW; p += 32) s += to_float(row[p]);
+      double s = 0.0;
+      for (std::int64_t p = lane; p < HW; p += 32) s += static_cast<double>(to_float(row[p]));
       s = warp_sum(s);
       if (lane == 0) sums[k][c] = s;
     }
@@ -243,27 +246,27 @@ __global__ void meanpool_kernel(Problem pb) {
   __syncthreads();  // the sums (global memory) are read by other warps below
   const int pairs = kCount - 1;
   for (int q = 0; q < pairs; ++q) {
-    float sa = 0.f, sx = 0.f;
+    double sa = 0.0, sx = 0.0;
     for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      const float ma = sums[0][c] / hw, mx = sums[q + 1][c] / hw;
+      const double ma = sums[0][c] / hw, mx = sums[q + 1][c] / hw;
       sa += ma * ma;
       sx += mx * mx;
     }
     sa = block_sum(sa, reduce_buffer);
     sx = block_sum(sx, reduce_buffer);
     if (threadIdx.x == 0) {
-      broadcast[0] = 1.f / (sqrtf(sa) + kNormEps);
-      broadcast[1] = 1.f / (sqrtf(sx) + kNormEps);
+      broadcast[0] = 1.0 / (sqrt(sa) + 1e-10);  // LPIPS's epsilon, as a double
+      broadcast[1] = 1.0 / (sqrt(sx) + 1e-10);
     }
     __syncthreads();
-    const float scale_a = broadcast[0], scale_x = broadcast[1];
-    float acc = 0.f;
+    const double scale_a = broadcast[0], scale_x = broadcast[1];
+    double acc = 0.0;
     for (std::int64_t c = threadIdx.x; c < C; c += blockDim.x) {
-      const float d = __fsub_rn(__fmul_rn(sums[0][c] / hw, scale_a), __fmul_rn(sums[q + 1][c] / hw, scale_x));
+      const double d = __dsub_rn(__dmul_rn(sums[0][c] / hw, scale_a), __dmul_rn(sums[q + 1][c] / hw, scale_x));
       acc += d * d;
     }
     acc = block_sum(acc, reduce_buffer);
-    if (threadIdx.x == 0) *out_slot(pb, kMeanpool, q, pairs, n, l) = acc / static_cast<float>(C);
+    if (threadIdx.x == 0) *out_slot(pb, kMeanpool, q, pairs, n, l) = static_cast<float>(acc / static_cast<double>(C));
     __syncthreads();
   }
 }

@@ -69,7 +69,7 @@ def _signatures(element: str) -> Dict[str, Dict[str, str]]:
                                   inv=_F32, terms=_F32, N="i32", L="i32", TOTAL_HW="i32"),
         "_style_kernel": dict(tables, pos_off=_TABLE, blk_layer=_TABLE, blk_i0=_TABLE, blk_j0=_TABLE, inv=_F32,
                               style=_F32, N="i32", L="i32", TOTAL_HW="i32"),
-        "_meanpool_kernel": dict(tables, chan_off=_TABLE, chsum=_F32, meanpool=_F32, N="i32", L="i32", TOTAL_C="i32"),
+        "_meanpool_kernel": dict(tables, chan_off=_TABLE, chsum="*fp64", meanpool=_F32, N="i32", L="i32", TOTAL_C="i32"),
     }
 
 

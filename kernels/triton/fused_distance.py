@@ -20,14 +20,15 @@ involves it is int64, so expanded or very large maps cannot wrap at 2^31.
    is stored. Tiles stay float32 whatever the input dtype, multiplied with
    ``input_precision="tf32x3"`` (three TF32 tensor-core products of split operands, about float32
    accuracy): rounding the normalised tiles to bf16 instead biases style by ~1/eps^2 for a
-   feature change eps (emulated in tests/test_style_rounding.py, C=64, 256 positions: 0.25% at
+   feature change eps (emulated in tests/ops/fused_distance/test_style_rounding.py, C=64, 256 positions: 0.25% at
    5%, 9% at 1%; tf32x3 stays under 2e-6 like plain float32).
 3. ``_meanpool_kernel``: the channel sums of every map in one fixed order (no atomics, so equal
-   maps give exactly 0), then the normalised means and the squared difference into ``meanpool``
+   maps give exactly 0; float32 within a tile, float64 across tiles into ``chsum`` ``[count, N,
+   sum C]``), then the normalised means and the squared difference in float64 into ``meanpool``
    ``[count - 1, N, L]``; compiled without FMA contraction like the pointwise kernel.
 
 Inputs: float32, bfloat16 or float16 maps whose samples are NCHW-contiguous (any batch stride,
-0 included); all arithmetic in float32. spatial / lpips / style accumulate with atomics: the
+0 included); all arithmetic in float32, except meanpool's sums across tiles and its last steps. spatial / lpips / style accumulate with atomics: the
 summation order on a GPU is not fixed, so their last bits may vary from run to run.
 
 This module imports only triton (no torch), so ``aot.py`` beside it can compile every kernel for
@@ -228,22 +229,25 @@ def _meanpool_kernel(
     n = tl.program_id(1).to(tl.int64)
     C = tl.load(chans + layer)
     HW = tl.load(hws + layer)
-    hw = HW.to(tl.float32)
     coff = tl.load(chan_off + layer)
     for k in tl.static_range(COUNT):
         ptr = _map_ptr(base, map_off, map_stride, k, layer, n, L)
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + tl.arange(0, BLOCK_C)
-            acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+            acc = tl.zeros([BLOCK_C], dtype=tl.float64)
             for p0 in range(0, HW, BLOCK_P):
                 p = p0 + tl.arange(0, BLOCK_P)
                 m = (cc < C)[:, None] & (p < HW)[None, :]
-                acc += tl.sum(tl.load(ptr + cc[:, None] * HW + p[None, :], mask=m, other=0.0).to(tl.float32), axis=1)
+                tile = tl.load(ptr + cc[:, None] * HW + p[None, :], mask=m, other=0.0).to(tl.float32)
+                acc += tl.sum(tile, axis=1).to(tl.float64)  # float32 within a tile, float64 across tiles
             tl.store(chsum + (k * N + n) * TOTAL_C + coff + cc, acc, mask=cc < C)
     tl.debug_barrier()  # the sums are read back below by other threads of this program
+    # Means, norms and the difference in float64: the term is a small difference of two unit
+    # vectors, which float32 sums over many positions would blur (as on the CPU).
+    hw = HW.to(tl.float64)
     for q in tl.static_range(COUNT - 1):
-        sa = tl.zeros([BLOCK_C], dtype=tl.float32)
-        sx = tl.zeros([BLOCK_C], dtype=tl.float32)
+        sa = tl.zeros([BLOCK_C], dtype=tl.float64)
+        sx = tl.zeros([BLOCK_C], dtype=tl.float64)
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + tl.arange(0, BLOCK_C)
             ma = tl.load(chsum + n * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
@@ -252,11 +256,11 @@ def _meanpool_kernel(
             sx += mx * mx
         scale_a = 1.0 / (tl.sqrt(tl.sum(sa, axis=0)) + 1e-10)
         scale_x = 1.0 / (tl.sqrt(tl.sum(sx, axis=0)) + 1e-10)
-        acc = tl.zeros([BLOCK_C], dtype=tl.float32)
+        acc = tl.zeros([BLOCK_C], dtype=tl.float64)
         for c0 in range(0, C, BLOCK_C):
             cc = c0 + tl.arange(0, BLOCK_C)
             ma = tl.load(chsum + n * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
             mx = tl.load(chsum + ((q + 1) * N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
             d = ma * scale_a - mx * scale_x
             acc += d * d
-        tl.store(meanpool + (q * N + n) * L + layer, tl.sum(acc, axis=0) / C.to(tl.float32))
+        tl.store(meanpool + (q * N + n) * L + layer, (tl.sum(acc, axis=0) / C.to(tl.float64)).to(tl.float32))

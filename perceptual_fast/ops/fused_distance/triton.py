@@ -103,7 +103,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
             )
             out[DISTANCES.index("style")] = style
         if "meanpool" in want:
-            chsum = torch.empty(count, n, total_c, dtype=torch.float32, device=device)  # written before read
+            chsum = torch.empty(count, n, total_c, dtype=torch.float64, device=device)  # written before read
             K._meanpool_kernel[(layers, n)](
                 *tables, as_dev(_exclusive_cumsum(chans)), chsum, out[DISTANCES.index("meanpool")],
                 n, layers, total_c, COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],

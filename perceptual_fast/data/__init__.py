@@ -1,1 +1,0 @@
-"""Data: synthetic triplets (more readers arrive with BAPPS)."""
