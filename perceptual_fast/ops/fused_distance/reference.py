@@ -154,6 +154,11 @@ def layer_terms(
     if len(feats0) != len(feats1) or not feats0:
         raise ValueError(f"need the same non-zero number of layers on both sides; got {len(feats0)} and {len(feats1)}")
     check_lin(distances, lin, feats0)
+    return _checked_layer_terms(feats0, feats1, distances, lin)
+
+
+def _checked_layer_terms(feats0, feats1, distances, lin) -> Dict[str, Tensor]:
+    """``layer_terms`` on arguments already validated (the op validates a request once)."""
     out = {}
     for name in distances:
         cols = [
@@ -174,4 +179,4 @@ class TorchBackend(Backend):
     def compute(self, request: DistanceRequest) -> List[Terms]:
         # 16-bit features are widened (exactly) to float32: the reference never computes in 16 bits.
         feats = [[t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in lst] for lst in request.feats]
-        return [layer_terms(feats[0], other, request.distances, request.lin) for other in feats[1:]]
+        return [_checked_layer_terms(feats[0], other, request.distances, request.lin) for other in feats[1:]]
