@@ -110,3 +110,11 @@ def test_the_kernels_slot_order_is_the_python_order():
     from perceptual_fast import _C
 
     assert _C.DISTANCE_SLOTS == pf.DISTANCES == ("lpips", "spatial", "meanpool", "style")
+
+
+def test_the_op_folder_is_reachable_as_an_attribute():
+    """``pf.ops.fused_distance`` is the op's package (its function is ``pf.fused_distance``): a re-export
+    under the package's own name once shadowed it, and gpu_check's ``pf.ops.fused_distance.BACKENDS`` broke."""
+    import perceptual_fast.ops.fused_distance as op
+
+    assert pf.ops.fused_distance is op and pf.fused_distance is op.fused_distance and "cpp" in op.BACKENDS
