@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
-from typing import Dict, List, Mapping, Optional, Sequence, Union
+import threading
+from collections import OrderedDict, namedtuple
+from pathlib import Path
+from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Union
 
 import torch
 from torch import Tensor, nn
@@ -177,6 +180,165 @@ class Scorer:
         return out
 
 
+# pf.score keeps the Scorers it built, least recently used first, at most this many (each holds a
+# trunk's weights: on a GPU, device memory until evicted or pf.score.cache_clear()).
+SCORE_CACHE_SIZE = 4
+
+ScoreCacheInfo = namedtuple("ScoreCacheInfo", ["hits", "misses", "maxsize", "currsize"])
+
+_score_cache: "OrderedDict[tuple, Scorer]" = OrderedDict()
+_score_cache_lock = threading.Lock()
+_score_cache_stats = {"hits": 0, "misses": 0}
+
+
+class _Uncacheable(Exception):
+    """An argument of this call cannot be keyed by value: the call builds a Scorer of its own."""
+
+
+def _file_key(path: Union[str, os.PathLike]) -> tuple:
+    """A file's identity: its resolved path, size and modification time (a rewritten file is a new key)."""
+    resolved = Path(path).resolve()
+    try:
+        st = resolved.stat()
+    except OSError:  # missing or unreadable: no key; Scorer raises its own error
+        raise _Uncacheable(str(path)) from None
+    return ("file", str(resolved), st.st_size, st.st_mtime_ns)
+
+
+def _freeze(value: object) -> Hashable:
+    """A hashable, type-tagged form of a plain value (lists, tuples, dicts); tensors and modules are uncacheable."""
+    if isinstance(value, (Tensor, nn.Module)):
+        raise _Uncacheable(type(value).__name__)
+    if isinstance(value, (list, tuple)):
+        return (type(value).__name__, tuple(_freeze(v) for v in value))
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), _freeze(v)) for k, v in value.items())))
+    try:
+        hash(value)
+    except TypeError:
+        raise _Uncacheable(type(value).__name__) from None
+    return (type(value).__name__, value)
+
+
+def _score_key(
+    trunk: Union[str, nn.Module] = "alexnet",
+    weights: Union[None, str, os.PathLike] = None,
+    lin: LinSpec = None,
+    distances: Union[str, Sequence[str]] = ("spatial",),
+    device: Union[None, str, torch.device] = None,
+    backend: str = "auto",
+    precision: str = "fp32",
+    input_range: RangeSpec = None,
+    seed: int = 0,
+    trunk_config: Optional[Mapping[str, object]] = None,
+    compile: Union[bool, str] = False,
+    memory_format: str = "auto",
+) -> tuple:
+    """The cache key of ``Scorer(**kwargs)`` (same signature): every argument that can change a result.
+
+    Files (a trunk path, a weights path, a lin path) are keyed by resolved path, size and mtime_ns;
+    ``seed`` only with ``weights="random"`` (nothing else reads it). Raises _Uncacheable for a trunk
+    module, lin tensors and other values that cannot be keyed by value.
+    """
+    if isinstance(trunk, nn.Module):
+        raise _Uncacheable("trunk module")
+    if isinstance(trunk, str) and _is_trunk_name(trunk):
+        trunk_key = ("name", trunk)
+    elif isinstance(trunk, (str, os.PathLike)):
+        trunk_key = _file_key(trunk)
+    else:
+        raise _Uncacheable(type(trunk).__name__)
+    if weights is None or (isinstance(weights, str) and weights == "torchvision"):
+        weights_key = weights  # 'torchvision': by name (the hub-cache file is assumed not to change)
+    elif isinstance(weights, str) and weights == "random":
+        weights_key = ("random", _freeze(seed))
+    elif isinstance(weights, (str, os.PathLike)):
+        weights_key = _file_key(weights)
+    else:
+        weights_key = _freeze(weights)
+    if lin is None or (isinstance(lin, str) and lin == "lpips"):
+        lin_key = lin  # 'lpips': the installed package's file
+    elif isinstance(lin, (str, os.PathLike)):
+        lin_key = _file_key(lin)
+    else:
+        raise _Uncacheable("lin tensors")
+    return (
+        trunk_key,
+        weights_key,
+        lin_key,
+        _freeze(check_distance_names(distances)),
+        str(torch.device(device)) if device is not None else "cpu",
+        _freeze(backend),
+        _freeze(precision),
+        _freeze(input_range),
+        _freeze(dict(trunk_config or {})),
+        _freeze(compile),
+        _freeze(memory_format),
+    )
+
+
+def _is_trunk_name(name: str) -> bool:
+    """Whether ``name`` is a registry name (``load_trunk`` prefers it to a file of that name)."""
+    try:
+        trunk_spec(name)
+    except ValueError:
+        return False
+    return True
+
+
+def _score_scorer(**scorer_kwargs) -> Scorer:
+    """The Scorer ``score(batch, **scorer_kwargs)`` uses: the cached one for these arguments, else a new
+    one (cached unless an argument is uncacheable)."""
+    try:
+        key = _score_key(**scorer_kwargs)
+    except (_Uncacheable, TypeError):  # TypeError (an unknown keyword): Scorer raises its own
+        return Scorer(**scorer_kwargs)
+    with _score_cache_lock:
+        cached = _score_cache.get(key)
+        if cached is not None:
+            _score_cache.move_to_end(key)
+            _score_cache_stats["hits"] += 1
+            return cached
+        _score_cache_stats["misses"] += 1
+    built = Scorer(**scorer_kwargs)  # outside the lock: a slow load does not block other keys
+    with _score_cache_lock:
+        cached = _score_cache.get(key)  # another thread built the same one meanwhile: keep one
+        if cached is not None:
+            _score_cache.move_to_end(key)
+            return cached
+        _score_cache[key] = built
+        while len(_score_cache) > max(0, SCORE_CACHE_SIZE):
+            _score_cache.popitem(last=False)
+    return built
+
+
+def clear_score_cache() -> None:
+    """Drops every Scorer ``score`` keeps (freeing their trunks) and zeroes the hit/miss counts."""
+    with _score_cache_lock:
+        _score_cache.clear()
+        _score_cache_stats.update(hits=0, misses=0)
+
+
+def score_cache_info() -> ScoreCacheInfo:
+    """``(hits, misses, maxsize, currsize)`` of ``score``'s Scorer cache, like ``functools.lru_cache``."""
+    with _score_cache_lock:
+        return ScoreCacheInfo(_score_cache_stats["hits"], _score_cache_stats["misses"], SCORE_CACHE_SIZE, len(_score_cache))
+
+
 def score(batch: Mapping[str, Tensor], per_layer: bool = False, **scorer_kwargs) -> Dict[str, object]:
-    """One-shot ``Scorer(**scorer_kwargs).score(batch)``; build a Scorer once for repeated calls."""
-    return Scorer(**scorer_kwargs).score(batch, per_layer=per_layer)
+    """``Scorer(**scorer_kwargs).score(batch, per_layer=per_layer)``, with the Scorer cached.
+
+    The last ``SCORE_CACHE_SIZE`` (4) Scorers are kept, keyed by every constructor argument, so
+    repeated calls cost what a held Scorer costs. Files (a trunk, ``weights`` or ``lin`` path) are
+    keyed by resolved path, size and mtime_ns: a rewritten file builds a new Scorer; ``"random"``
+    weights by ``seed``; ``"torchvision"`` weights and ``lin="lpips"`` by name. Calls given a trunk
+    module or lin tensors are not cached (those objects can change in place). Thread-safe. Sharing
+    is safe, also as a loss: a Scorer keeps no per-call state (trunk in eval mode, its parameters
+    frozen; gradients reach only the images). ``score.cache_clear()`` (= ``clear_score_cache()``)
+    frees the kept Scorers; ``score.cache_info()`` gives hits, misses, maxsize, currsize.
+    """
+    return _score_scorer(**scorer_kwargs).score(batch, per_layer=per_layer)
+
+
+score.cache_clear = clear_score_cache  # type: ignore[attr-defined]
+score.cache_info = score_cache_info  # type: ignore[attr-defined]

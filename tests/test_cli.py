@@ -49,7 +49,8 @@ def test_score_reports_unmatched_names_and_bad_files(tmp_path, capsys):
     assert main(["score", str(tmp_path / "x"), str(tmp_path / "y"), "--weights", "random"]) == 2
     assert "unmatched: a.png, b.png" in capsys.readouterr().err
     (tmp_path / "bad.png").write_bytes(b"\x89PNG broken")
-    assert main(["score", str(tmp_path / "bad.png"), str(tmp_path / "x" / "a.png"), "--weights", "random"]) == 2
+    # an unreadable pair is an error row, not the end of the run: exit 3 (some pairs failed)
+    assert main(["score", str(tmp_path / "bad.png"), str(tmp_path / "x" / "a.png"), "--weights", "random"]) == 3
     assert "cannot read image" in capsys.readouterr().err
     assert main(["score", str(tmp_path / "x" / "a.png"), str(tmp_path / "x" / "a.png")]) == 2
     assert "needs weights" in capsys.readouterr().err

@@ -1,9 +1,13 @@
-"""Scorer and score(): the triplet path, per-layer terms, precision, gradients."""
+"""Scorer and score(): the triplet path, per-layer terms, precision, gradients, score's Scorer cache."""
+
+import inspect
+import os
 
 import pytest
 import torch
 
 import perceptual_fast as pf
+from perceptual_fast import scorer as scorer_module
 from perceptual_fast.ops.fused_distance import reference as D
 from perceptual_fast.preprocess import lpips_scaling
 
@@ -141,3 +145,125 @@ def test_memory_format_auto_runs_channels_last_on_cpu_with_the_same_results(trip
         torch.testing.assert_close(a["d0"][name], b["d0"][name], rtol=1e-4, atol=1e-8)
     with pytest.raises(ValueError, match="memory_format 'nhwc' is not one of auto, channels_last, contiguous"):
         pf.Scorer(memory_format="nhwc", **kw)
+
+
+# pf.score's Scorer cache: hits, misses, changed files, the LRU bound, exact results.
+
+SMALL = dict(trunk="alexnet", weights="random", distances=("spatial", "meanpool"))
+
+
+@pytest.fixture
+def small_triplet(photos, distorted):
+    ref = photos(("astronaut", "coffee"), (64, 64), seed=3)
+    return {"ref": ref, "p0": distorted(ref, "noise", 0.2, seed=4), "p1": distorted(ref, "shift", 0.1), "judge": torch.tensor([0.2, 0.9])}
+
+
+@pytest.fixture
+def empty_cache():
+    pf.score.cache_clear()
+    yield
+    pf.score.cache_clear()
+
+
+def _assert_same_results(a, b):
+    assert a.keys() == b.keys()
+    for part in ("d0", "d1", "2afc"):
+        for name in a[part]:
+            assert torch.equal(a[part][name], b[part][name]), (part, name)
+    assert a["2afc_mean"] == b["2afc_mean"]
+
+
+def test_score_key_covers_every_scorer_argument():
+    # A new Scorer argument must be keyed too (or the cache would return a Scorer built without it).
+    assert inspect.signature(scorer_module._score_key).parameters == inspect.signature(pf.Scorer).parameters  # names and defaults
+
+
+def test_score_reuses_one_scorer_and_equals_a_fresh_one(small_triplet, empty_cache, monkeypatch):
+    built = []
+    monkeypatch.setattr(scorer_module, "Scorer", type("Counted", (pf.Scorer,), {
+        "__init__": lambda self, *a, **k: built.append(k) or pf.Scorer.__init__(self, *a, **k)}))
+    first = pf.score(small_triplet, **SMALL)
+    again = pf.score(small_triplet, **SMALL)
+    assert len(built) == 1 and pf.score.cache_info()[:2] == (1, 1)
+    assert scorer_module._score_scorer(**SMALL) is scorer_module._score_scorer(**SMALL)
+    want = pf.Scorer(**SMALL).score(small_triplet)
+    _assert_same_results(first, want)
+    _assert_same_results(again, want)
+    layers = pf.score(small_triplet, per_layer=True, **SMALL)  # per_layer is per call, not a key
+    assert len(built) == 1 and layers["d0"]["spatial"].shape == (2, 5)
+
+
+@pytest.mark.parametrize("change", [
+    dict(seed=1), dict(distances=("spatial",)), dict(precision="fp64"), dict(backend="torch"),
+    dict(input_range="0,1"), dict(memory_format="contiguous"), dict(trunk_config={"dropout": 0.0}), dict(lin="lpips"),
+])
+def test_score_misses_for_a_different_argument(change, empty_cache):
+    base = scorer_module._score_scorer(**SMALL)
+    other = scorer_module._score_scorer(**{**SMALL, **change})
+    assert other is not base and pf.score.cache_info().currsize == 2
+    assert scorer_module._score_scorer(**SMALL) is base
+
+
+def test_score_seed_is_not_a_key_without_random_weights(tmp_path, empty_cache):
+    path = tmp_path / "alex.safetensors"
+    pf.save_trunk(pf.load_trunk("alexnet", weights="random", head=False), path)
+    kw = dict(trunk="alexnet", weights=path)
+    assert scorer_module._score_scorer(seed=1, **kw) is scorer_module._score_scorer(seed=2, **kw)
+
+
+def test_score_misses_when_the_weights_file_changes(small_triplet, tmp_path, empty_cache):
+    path = tmp_path / "alex.safetensors"
+    pf.save_trunk(pf.load_trunk("alexnet", weights="random", seed=0, head=False), path)
+    kw = dict(SMALL, weights=str(path))
+    before = pf.score(small_triplet, **kw)
+    held = scorer_module._score_scorer(**kw)
+    mtime = path.stat().st_mtime_ns
+    pf.save_trunk(pf.load_trunk("alexnet", weights="random", seed=1, head=False), path)
+    os.utime(path, ns=(mtime + 1_000_000_000, mtime + 1_000_000_000))  # same size: only mtime_ns tells
+    after = pf.score(small_triplet, **kw)
+    assert scorer_module._score_scorer(**kw) is not held and pf.score.cache_info().misses == 2
+    assert not torch.equal(before["d0"]["spatial"], after["d0"]["spatial"])
+    _assert_same_results(after, pf.Scorer(**kw).score(small_triplet))
+    # The same file through another spelling of its path is the same key.
+    assert scorer_module._score_scorer(**dict(kw, weights=tmp_path / "." / "alex.safetensors")) is scorer_module._score_scorer(**kw)
+
+
+def test_score_cache_evicts_the_least_recently_used(empty_cache):
+    bound = scorer_module.SCORE_CACHE_SIZE
+    scorers = [scorer_module._score_scorer(**SMALL, seed=s) for s in range(bound)]
+    assert scorer_module._score_scorer(**SMALL, seed=0) is scorers[0]  # seed 0 is now the newest
+    scorer_module._score_scorer(**SMALL, seed=bound)  # evicts seed 1, the oldest
+    assert pf.score.cache_info().currsize == bound
+    assert scorer_module._score_scorer(**SMALL, seed=0) is scorers[0]
+    assert scorer_module._score_scorer(**SMALL, seed=1) is not scorers[1]
+    pf.score.cache_clear()
+    assert pf.score.cache_info() == (0, 0, bound, 0)
+    assert pf.score.cache_clear is scorer_module.clear_score_cache
+
+
+def test_score_does_not_cache_calls_given_a_module_or_lin_tensors(small_triplet, empty_cache):
+    trunk = pf.load_trunk("alexnet", weights="random", head=False)
+    first = scorer_module._score_scorer(trunk=trunk)
+    assert scorer_module._score_scorer(trunk=trunk) is not first
+    lin = [torch.ones(c) for c in first.trunk.tap_channels]
+    pf.score(small_triplet, trunk="alexnet", weights="random", lin=lin, distances=("lpips",))
+    assert pf.score.cache_info().currsize == 0
+
+
+def test_cached_score_is_a_loss_without_state_between_calls(small_triplet, empty_cache):
+    ref = small_triplet["ref"]
+    p0 = small_triplet["p0"].clone().requires_grad_(True)
+    out = pf.score({"ref": ref, "p0": p0, "p1": small_triplet["p1"]}, **SMALL)
+    out["d0"]["spatial"].sum().backward()
+    assert p0.grad is not None and p0.grad.abs().sum() > 0
+    held = scorer_module._score_scorer(**SMALL)
+    assert not held.trunk.training and not any(p.requires_grad or p.grad is not None for p in held.trunk.parameters())
+    _assert_same_results(pf.score(small_triplet, **SMALL), pf.Scorer(**SMALL).score(small_triplet))
+
+
+def test_score_cache_gives_threads_one_scorer(empty_cache):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(4) as pool:
+        got = list(pool.map(lambda _: scorer_module._score_scorer(**SMALL), range(8)))
+    assert all(s is got[0] for s in got) and pf.score.cache_info().currsize == 1

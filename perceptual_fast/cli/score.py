@@ -1,67 +1,135 @@
-"""``perceptual-fast score A B``: distances between two images, or two folders paired by name."""
+"""``perceptual-fast score``: distances between two images, two folders paired by name, or the pairs
+of a CSV/TSV list, streamed: decode workers feed the trunk in batches of one image size, results go
+to ``--csv`` / ``--jsonl`` as they come (flushed per batch), unreadable pairs become error rows, and
+``--resume`` skips the pairs already written. Without an output file the table (or ``--json``) is
+printed at the end.
+
+Exit status: 0 when every pair scored, 3 when some failed (listed at the end), 2 on bad arguments.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
-from collections import defaultdict
+import sys
+import time
 from pathlib import Path
 from typing import Dict, List
 
 import torch
 
-from ..util.images import pair_paths, read_image
+from ..util.images import format_notes, pair_paths, read_pair_list
+from ..util.pipeline import DecodeStats, Pair, PairBatch, decoded_batches
+from ..util.progress import Progress
+from ..util.rows import RowWriter, names_in
 from ..util.tables import format_table
 from .options import add_scorer_options, build_scorer, weights_label
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("score", help="distances between two images, or two folders of images paired by name")
-    p.add_argument("a", help="image file or folder")
-    p.add_argument("b", help="image file or folder (same names as in a)")
+    p = sub.add_parser("score", help="distances between two images, two folders paired by name, or a list of pairs")
+    p.add_argument("a", nargs="?", help="image file or folder")
+    p.add_argument("b", nargs="?", help="image file or folder (same names as in a)")
+    p.add_argument("--recursive", action="store_true", help="pair folders by relative path, into subfolders")
+    p.add_argument("--pairs", type=Path, default=None,
+                   help="a CSV/TSV pair list instead of a and b: rows a,b[,name], paths relative to the list")
     add_scorer_options(p, "spatial", None)
     p.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE first (PIL bilinear)")
     p.add_argument("--per-layer", action="store_true", help="report every layer's term")
+    p.add_argument("--csv", type=Path, default=None, help="write one row per pair to this CSV file as pairs are scored")
+    p.add_argument("--jsonl", type=Path, default=None, help="write one JSON object per pair to this file as pairs are scored")
+    p.add_argument("--resume", action="store_true", help="skip the pairs already in --csv/--jsonl and append the rest")
+    p.add_argument("--workers", type=int, default=2, help="image decode threads (default: 2)")
+    p.add_argument("--quiet", action="store_true", help="no progress line")
+    p.add_argument("--progress", action="store_true", help="a progress line even when stderr is not a terminal")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    pairs = pair_paths(Path(args.a), Path(args.b))
-    scorer = build_scorer(args)
-    images = {name: (read_image(pa, args.size), read_image(pb, args.size)) for name, pa, pb in pairs}
-    by_shape: Dict[tuple, List[str]] = defaultdict(list)
-    for name, (ia, ib) in images.items():
-        if ia.shape != ib.shape:
-            raise ValueError(
-                f"pair {name!r}: images are {tuple(ia.shape[1:])} and {tuple(ib.shape[1:])} pixels; "
-                "pass --size N to resize both"
-            )
-        by_shape[tuple(ia.shape)].append(name)
-    results: Dict[str, Dict[str, object]] = {}
+def _pairs(args: argparse.Namespace) -> List[Pair]:
+    if args.pairs is not None:
+        if args.a is not None or args.b is not None:
+            raise ValueError("give two images or folders, or --pairs LIST, not both")
+        return read_pair_list(args.pairs)
+    if args.a is None or args.b is None:
+        raise ValueError("give two image files, two folders, or --pairs LIST")
+    return pair_paths(Path(args.a), Path(args.b), recursive=args.recursive)
+
+
+def _rows(batch: PairBatch, scorer, per_layer: bool) -> List[Dict[str, object]]:
+    """One row per pair of the batch: its distances, or its error."""
+    if batch.a is None:
+        return [{"name": n, "a": str(pa), "b": str(pb), "error": e} for (n, pa, pb), e in zip(batch.pairs, batch.errors)]
     with torch.no_grad():
-        for names in by_shape.values():  # one batch per image size
-            for start in range(0, len(names), args.batch_size):
-                chunk = names[start : start + args.batch_size]
-                x0 = torch.stack([images[n][0] for n in chunk])
-                x1 = torch.stack([images[n][1] for n in chunk])
-                d = scorer.distance(x0, x1, per_layer=args.per_layer)
-                for i, n in enumerate(chunk):
-                    results[n] = {k: (v[i].tolist() if args.per_layer else float(v[i])) for k, v in d.items()}
+        d = scorer.distance(batch.a, batch.b, per_layer=per_layer)
+    return [{"name": n, "a": str(pa), "b": str(pb), **{k: (v[i].tolist() if per_layer else float(v[i])) for k, v in d.items()},
+             "error": ""} for i, (n, pa, pb) in enumerate(batch.pairs)]
+
+
+def run(args: argparse.Namespace) -> int:
+    if args.resume and not (args.csv or args.jsonl):
+        raise ValueError("--resume needs --csv or --jsonl (the file to resume)")
+    pairs = _pairs(args)
+    scorer = build_scorer(args)
+    done = set()
+    if args.resume:
+        done = set.union(*(names_in(p) for p in (args.csv, args.jsonl) if p is not None))
+    todo = [p for p in pairs if p[0] not in done]
+    to_files = bool(args.csv or args.jsonl)
+    layers = len(scorer.trunk.tap_channels) if args.per_layer else None
+    writer = RowWriter(args.csv, args.jsonl, scorer.distances, layers, args.resume) if to_files else None
+    results: Dict[str, Dict[str, object]] = {}  # only for the table of a run without output files
+    failures: List[str] = []
+    show = not args.quiet and (args.progress or sys.stderr.isatty())
+    progress = Progress(len(todo), "score", "pairs", enabled=show)
+    start, scored, stats = time.perf_counter(), 0, DecodeStats()
+    try:
+        for batch in decoded_batches(todo, args.batch_size, args.size, args.workers, stats=stats,
+                                     pin_memory=scorer.device.type == "cuda"):
+            rows = _rows(batch, scorer, args.per_layer)
+            if writer is not None:
+                writer.write(rows)
+            else:
+                results.update((r["name"], r) for r in rows)
+            failures += [f"{r['name']}: {r['error']}" for r in rows if r["error"]]
+            scored += sum(1 for r in rows if not r["error"])
+            progress.update(len(rows))
+    finally:
+        if writer is not None:
+            writer.close()
+    seconds = time.perf_counter() - start
+    if not to_files:
+        _print_results(args, scorer, pairs, results)
+    for line in format_notes(stats.notes):
+        print(line, file=sys.stderr)
+    skipped = f", {len(done & {p[0] for p in pairs})} already done" if args.resume else ""
+    print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.1f} s "
+          f"({scored / max(seconds, 1e-9):.1f} pairs/s)", file=sys.stderr)
+    if failures:
+        print("failed pairs:\n  " + "\n  ".join(failures[:10]) + (f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""),
+              file=sys.stderr)
+        return 3
+    return 0
+
+
+def _print_results(args: argparse.Namespace, scorer, pairs: List[Pair], results: Dict[str, Dict[str, object]]) -> None:
+    """The table (or --json) of a small run, in input order; failed pairs show their error."""
     ordered = [name for name, _, _ in pairs]
     if args.json:
         doc = {"trunk": args.trunk, "weights": weights_label(args), "lin": args.lin, "distances": list(scorer.distances),
-               "pairs": [{"name": n, **results[n]} for n in ordered]}
+               "pairs": [{"name": n, **{k: v for k, v in results[n].items() if k not in ("a", "b") and (k != "error" or v)}}
+                         for n in ordered]}
         print(json.dumps(doc, indent=2))
-        return 0
+        return
     print(f"trunk {args.trunk}, weights {weights_label(args)}" + (f", lin {args.lin}" if args.lin else ""))
     if args.weights == "random":
         print("note: a randomly initialised trunk gives reproducible distances, not calibrated perceptual ones")
-    if args.per_layer:
-        layers = len(results[ordered[0]][scorer.distances[0]])
+    good = [n for n in ordered if not results[n]["error"]]
+    if args.per_layer and good:
+        layers = len(results[good[0]][scorer.distances[0]])
         headers = ["pair"] + [f"{d}[{layer}]" for d in scorer.distances for layer in range(layers)]
-        rows = [[n] + [v for d in scorer.distances for v in results[n][d]] for n in ordered]
+        rows = [[n] + [v for d in scorer.distances for v in results[n][d]] for n in good]
     else:
         headers = ["pair", *scorer.distances]
-        rows = [[n] + [results[n][d] for d in scorer.distances] for n in ordered]
-    print(format_table(headers, rows))
-    return 0
+        rows = [[n] + [results[n][d] for d in scorer.distances] for n in good]
+    if rows:
+        print(format_table(headers, rows))

@@ -1,0 +1,114 @@
+"""Result rows of a long scoring run, written as they come: CSV and/or JSONL, appended and flushed
+after every batch, so a killed run (even by SIGKILL) keeps every row written before the batch in
+flight, and ``--resume`` can skip the pairs already there.
+
+A row: ``name``, ``a``, ``b`` (the image paths), one column per distance, with ``per_layer`` one
+per distance and layer (``spatial[0]`` ...), and ``error`` (empty when the pair scored).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import os
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Set
+
+
+def row_columns(distances: Sequence[str], layers: Optional[int]) -> List[str]:
+    """The CSV columns, in order; ``layers`` is the number of per-layer terms, or None for totals only."""
+    cols = ["name", "a", "b", *distances]
+    if layers is not None:
+        cols += [f"{d}[{layer}]" for d in distances for layer in range(layers)]
+    return cols + ["error"]
+
+
+def _cut_partial_last_line(path: Path) -> None:
+    """A kill mid-write can leave half a row at the end: drop it (it is rescored on resume)."""
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data and not data.endswith(b"\n"):
+            f.truncate(data.rfind(b"\n") + 1)
+
+
+def names_in(path: Path) -> Set[str]:
+    """The pair names already in a CSV or JSONL results file (its partial last line dropped first)."""
+    if not path.exists() or path.stat().st_size == 0:
+        return set()
+    _cut_partial_last_line(path)
+    if path.suffix.lower() == ".jsonl":
+        with open(path) as f:
+            return {json.loads(line)["name"] for line in f if line.strip()}
+    with open(path, newline="") as f:
+        return {row["name"] for row in csv.DictReader(f)}
+
+
+class RowWriter:
+    """Appends rows to ``csv_path`` and/or ``jsonl_path`` (either may be None), flushed per ``write``.
+
+    A new (or, with ``resume``, an empty) CSV file gets the header; resuming onto a CSV whose header
+    differs (other distances or --per-layer) is an error that says so.
+    """
+
+    def __init__(self, csv_path: Optional[Path], jsonl_path: Optional[Path], distances: Sequence[str],
+                 layers: Optional[int], resume: bool):
+        self.distances, self.layers = list(distances), layers
+        self.columns = row_columns(distances, layers)
+        self.files = []
+        self.csv = self.jsonl = None
+        for path, kind in ((csv_path, "csv"), (jsonl_path, "jsonl")):
+            if path is None:
+                continue
+            path = Path(path)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            appending = resume and path.exists() and path.stat().st_size > 0
+            if appending and kind == "csv":
+                with open(path, newline="") as f:
+                    header = next(csv.reader(f), [])
+                if header != self.columns:
+                    raise ValueError(f"--resume: {str(path)!r} has columns {header}, this run writes {self.columns} "
+                                     "(same --distance and --per-layer as the first run, or a new file)")
+            f = open(path, "a" if appending else "w", newline="" if kind == "csv" else None)
+            self.files.append(f)
+            if kind == "csv":
+                self.csv = csv.DictWriter(f, fieldnames=self.columns)
+                if not appending:
+                    self.csv.writeheader()
+            else:
+                self.jsonl = f
+
+    def write(self, rows: List[Dict[str, object]]) -> None:
+        """Appends ``rows`` (name, a, b, {distance: float or [per-layer floats]}, error) and flushes."""
+        if self.csv is not None:
+            buf = io.StringIO()
+            writer = csv.DictWriter(buf, fieldnames=self.columns)
+            for row in rows:
+                writer.writerow(self._flat(row))
+            self.files[0].write(buf.getvalue())  # one write per batch
+        if self.jsonl is not None:
+            self.jsonl.write("".join(json.dumps(row) + "\n" for row in rows))
+        for f in self.files:
+            f.flush()
+            os.fsync(f.fileno())
+
+    def _flat(self, row: Dict[str, object]) -> Dict[str, object]:
+        flat = {k: row.get(k, "") for k in ("name", "a", "b", "error")}
+        for d in self.distances:
+            value = row.get(d)
+            if isinstance(value, list):
+                flat[d] = sum(value)
+                flat.update({f"{d}[{layer}]": v for layer, v in enumerate(value)})
+            else:
+                flat[d] = "" if value is None else value
+        return flat
+
+    def close(self) -> None:
+        for f in self.files:
+            f.close()
+
+    def __enter__(self) -> "RowWriter":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
