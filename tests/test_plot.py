@@ -18,7 +18,9 @@ def _records(tmp_path):
             hp = {"trunk": "resnet6", "width": width, "steps": 300, "seed": 0, "data": "synthetic", "checkpoint_every": 100}
             records.append({"checkpoint": str(tmp_path / f"w{width}" / f"step{step:07d}.safetensors"), "status": "ok",
                             "trunk": "resnet6", "step": step, "val_top1": step / 400 + width / 10, "hyperparameters": hp,
-                            "ps": {"spatial": 70 + step / 100 - width, "style": 71.0}, "two_afc": {}, "config": {}})
+                            "ps": {"spatial": 70 + step / 100 - width, "style": 71.0}, "two_afc": {}, "config": {},
+                            "ps_per_layer": {"spatial": [60 + i + step / 100 for i in range(5)], "style": [71.0] * 5},
+                            "jnd_map": None})
     records.append({"checkpoint": str(tmp_path / "bad.safetensors"), "status": "error", "error": "CheckpointError: x"})
     return records
 
@@ -44,3 +46,18 @@ def test_plot_command_and_missing_matplotlib(tmp_path, capsys, monkeypatch):
     assert "pip install 'perceptual_fast[plot]'" in capsys.readouterr().err
     assert main(["plot", str(tmp_path / "nowhere")]) == 2
     assert json.loads((tmp_path / "sweep" / "results.jsonl").read_text().splitlines()[0])["status"] == "ok"
+
+
+def test_per_layer_panel(tmp_path, capsys):
+    records = _records(tmp_path)
+    plain = plot_results(records, tmp_path / "plain.png", distance="spatial")
+    layered = plot_results(records, tmp_path / "layers.png", distance="spatial", per_layer=True)
+    with Image.open(plain) as a, Image.open(layered) as b:
+        assert b.size[1] == a.size[1] and b.size[0] > a.size[0] * 1.3  # a third panel: per-layer PS vs accuracy
+    older = [{k: v for k, v in r.items() if k != "ps_per_layer"} for r in records]  # an older sweep's records
+    assert plot_results(older, tmp_path / "older.png").is_file()
+    with pytest.raises(ValueError, match="per-layer PS"):
+        plot_results(older, tmp_path / "x.png", per_layer=True)
+    write_results(records, tmp_path / "sweep")
+    assert main(["plot", str(tmp_path / "sweep"), "--per-layer", "--distance", "spatial", "-o", str(tmp_path / "c.png")]) == 0
+    assert "per-layer PS vs accuracy" in capsys.readouterr().out

@@ -1,4 +1,5 @@
-"""perceptual-fast sweep: the table, bad checkpoints, reruns, a SIGKILL mid-sweep, and torchrun."""
+"""perceptual-fast sweep: the table (PS, per-layer PS, JND mAP), bad checkpoints, reruns (also of an older sweep's
+records), a SIGKILL mid-sweep, and torchrun."""
 
 import json
 import os
@@ -8,14 +9,19 @@ import subprocess
 import sys
 import time
 
+import csv
+
 import pytest
+import torch
 
 import perceptual_fast as pf
 from perceptual_fast.bapps.evaluate import evaluate_bapps
+from perceptual_fast.metrics import category_means, jnd_map, perceptual_score, two_afc
 from perceptual_fast.bapps.pack import load_bapps, pack_folder
 from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.study.sweep import DONE_DIR, RESULTS_CSV, expand_checkpoints, read_results, run_sweep
+from perceptual_fast.study.sweep import (DONE_DIR, RESULTS_CSV, csv_text, expand_checkpoints, format_results, read_results,
+                                         run_sweep)
 from perceptual_fast.study.train import TrainConfig, train
 
 DISTANCES = ("spatial", "meanpool", "style")
@@ -39,6 +45,31 @@ def _strip(records):
     return [{k: v for k, v in r.items() if k != "seconds"} for r in records]
 
 
+def _csv_rows(out):
+    with open(out / RESULTS_CSV, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _independent_scores(checkpoint, data):
+    """Per-layer PS (2afc/val) and JND mAP x100 (jnd/val) of every distance, straight from the Scorer's terms."""
+    scorer = pf.Scorer(checkpoint, distances=DISTANCES)
+    part = data.parts["2afc/val"]
+    b = part.batch(0, len(part))
+    with torch.no_grad():
+        r = scorer.score({k: b[k] for k in ("ref", "p0", "p1")}, per_layer=True)
+    k = len(part.categories)
+    per_layer = {d: [perceptual_score(category_means(two_afc(r["d0"][d][:, i], r["d1"][d][:, i], part.target),
+                                                     part.category, k).tolist())
+                     for i in range(r["d0"][d].shape[1])] for d in DISTANCES}
+    jnd = data.parts["jnd/val"]
+    b = jnd.batch(0, len(jnd))
+    with torch.no_grad():
+        dist = scorer.distance(b["p0"], b["p1"])
+    maps = {d: [jnd_map(dist[d][jnd.category == c], jnd.target[jnd.category == c]) for c in range(len(jnd.categories))]
+            for d in DISTANCES}
+    return per_layer, {d: 100 * sum(v) / len(v) for d, v in maps.items()}
+
+
 def test_sweep_table_matches_scoring_each_checkpoint_alone(sweep_inputs, tmp_path):
     root, pack = sweep_inputs
     records = run_sweep([str(root / "run"), str(root / "exported" / "*.pt")], pack, DISTANCES, tmp_path, progress=False)
@@ -59,6 +90,18 @@ def test_sweep_table_matches_scoring_each_checkpoint_alone(sweep_inputs, tmp_pat
     header = csv_lines[0].split(",")
     assert len(csv_lines) == 5 and header[:6] == ["checkpoint", "status", "trunk", "step", "epoch", "val_top1"]
     assert {"ps_spatial", "ps_meanpool", "ps_style", "2afc_style_blur"} <= set(header)
+    # per-layer PS and JND mAP, from the same sweep (the pack has jnd/val)
+    assert "jnd/val" in data.parts
+    rows = _csv_rows(tmp_path)
+    for r, row in zip(records[:2], rows):
+        per_layer, jnd = _independent_scores(r["checkpoint"], data)
+        for d in DISTANCES:
+            assert len(r["ps_per_layer"][d]) == len(per_layer[d]) > 1
+            assert r["ps_per_layer"][d] == pytest.approx(per_layer[d], abs=1e-9)
+            assert [float(row[f"ps_{d}_l{i}"]) for i in range(len(per_layer[d]))] == pytest.approx(per_layer[d], abs=1e-9)
+            assert r["jnd_map"][d] == pytest.approx(jnd[d], abs=1e-9)
+            assert float(row[f"jnd_map_{d}"]) == pytest.approx(jnd[d], abs=1e-9)
+            assert float(row[f"ps_{d}"]) == pytest.approx(r["ps"][d], abs=1e-9)
     with pytest.raises(ValueError, match="no checkpoint matches"):
         expand_checkpoints([str(root / "nothing*.safetensors")])
 
@@ -91,6 +134,46 @@ def test_rerun_skips_what_is_done_and_rescores_what_changed(sweep_inputs, tmp_pa
     assert changed[2]["ps"] == first[0]["ps"] and changed[2]["step"] == 2
     other = run_sweep([str(ckpts)], pack, ("spatial",), tmp_path / "out", progress=False)  # other settings: rescored
     assert all(set(r["ps"]) == {"spatial"} for r in other)
+
+
+def test_records_of_an_older_sweep_are_reused_with_the_new_columns_empty(sweep_inputs, tmp_path):
+    root, pack = sweep_inputs
+    ckpts = tmp_path / "ckpts"
+    shutil.copytree(root / "run", ckpts)
+    out = tmp_path / "out"
+    first = run_sweep([str(ckpts)], pack, DISTANCES, out, progress=False)
+    done = sorted((out / DONE_DIR).glob("*.json"))
+    old = json.loads(done[0].read_text())  # as the sweep wrote it before per-layer PS and JND mAP
+    for key in ("ps_per_layer", "jnd_map"):
+        del old[key]
+    del old["settings"]["jnd_pairs"]
+    done[0].write_text(json.dumps(old))
+    stamp = done[0].stat().st_mtime_ns
+    again = run_sweep([str(ckpts)], pack, DISTANCES, out, progress=False)
+    assert done[0].stat().st_mtime_ns == stamp  # reused, not rescored
+    assert again[0]["ps"] == first[0]["ps"] and again[0]["ps_per_layer"] is None and again[0]["jnd_map"] is None
+    assert again[1:] == first[1:]
+    rows = _csv_rows(out)
+    assert rows[0]["ps_spatial"] and rows[0]["ps_spatial_l0"] == "" and rows[0]["jnd_map_spatial"] == ""
+    assert rows[1]["ps_spatial_l0"] and rows[1]["jnd_map_spatial"]
+    # the results.jsonl of an older sweep (no new keys at all) still reads and tabulates
+    lines = [json.loads(line) for line in (out / "results.jsonl").read_text().splitlines()]
+    (out / "results.jsonl").write_text("".join(json.dumps({k: v for k, v in r.items() if k not in ("ps_per_layer", "jnd_map")})
+                                               + "\n" for r in lines))
+    older = read_results(out)
+    assert all(r["ps_per_layer"] is None and r["jnd_map"] is None for r in older)
+    assert "ps_style_l0" not in csv_text(older).splitlines()[0] and "jnd_map_style" in csv_text(older).splitlines()[0]
+    assert "JND" not in format_results(older) and "JND spatial" in format_results(again)
+
+
+def test_without_jnd_data_the_jnd_columns_are_empty(sweep_inputs, tmp_path):
+    root, pack = sweep_inputs
+    make_bapps(tmp_path / "bapps", triplets=4, jnd=0, progress=False)
+    [r] = run_sweep([str(root / "run" / "step0000002.safetensors")], tmp_path / "bapps", ("spatial",), tmp_path / "out",
+                    progress=False)
+    assert r["status"] == "ok" and r["jnd_map"] is None and len(r["ps_per_layer"]["spatial"]) > 1
+    [row] = _csv_rows(tmp_path / "out")
+    assert row["jnd_map_spatial"] == "" and row["ps_spatial_l0"] != ""
 
 
 _SLOW_SWEEP = """

@@ -11,7 +11,9 @@ from .options import add_scoring_options
 def add_parser(sub) -> None:
     p = sub.add_parser("sweep", help="score many checkpoints on BAPPS 2AFC (resumable; runs under torchrun)")
     p.add_argument("checkpoints", nargs="+", help="checkpoint files, folders or glob patterns (quote globs)")
-    p.add_argument("--data", required=True, help="BAPPS pack (perceptual-fast pack) or folder; its 2afc/val part is scored")
+    p.add_argument("--data", required=True,
+                   help="BAPPS pack (perceptual-fast pack) or folder; its 2afc/val part is scored, and its jnd/val part "
+                        "(if any) for JND mAP")
     p.add_argument("-o", "--output", required=True, help="folder for results.csv, results.jsonl and done/ records")
     add_scoring_options(p, "spatial,meanpool,style", default_device=None,
                         device_help="cpu, cuda (cuda:<LOCAL_RANK> under torchrun); default cuda if present",

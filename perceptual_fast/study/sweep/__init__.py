@@ -2,7 +2,7 @@
 
     records = run_sweep(["runs/*/step*.safetensors"], "bapps.safetensors", ("spatial", "meanpool", "style"), "sweep/")
 
-* The BAPPS 2afc/val images are read once (pack memory map or folder) and copied to the device
+* The BAPPS 2afc/val (and jnd/val) images are read once (pack memory map or folder) and copied to the device
   once, as uint8; every checkpoint is scored on those same tensors.
 * A background thread reads and builds the next checkpoint's trunk while the current one is scored.
 * Each checkpoint's result is written atomically to ``OUT/done/<key>.json`` when it is done; a rerun
@@ -11,8 +11,11 @@
   recorded with ``status: error`` and its message (retried on a rerun); the sweep goes on.
 * Under ``torchrun`` (torch.distributed: gloo on CPU, NCCL on GPUs) rank r scores checkpoints
   r, r + W, r + 2W, ... of the sorted list; rank 0 gathers every record and writes the table.
+* Per-layer PS (each layer's term alone as the distance) comes from the same trunk pass as PS; where the
+  data has a jnd/val part its pairs are scored too, for JND mAP (x100, mean over categories) per distance.
 * The table: ``OUT/results.jsonl`` (one record per checkpoint) and ``OUT/results.csv`` (one row per
-  checkpoint: trunk, step, epoch, val_top1, PS and per-category 2AFC for every distance, config).
+  checkpoint: trunk, step, epoch, val_top1, PS, ``ps_<d>_l<i>``, ``jnd_map_<d>`` and per-category 2AFC
+  for every distance, config). Records of an older sweep are reused; their new columns are empty.
 
 Modules: ``discovery`` (finding and reading checkpoints), ``runner`` (scoring them: the loop, resume,
 torchrun sharding) and ``results`` (the JSONL/CSV files and the table). What callers use is here.

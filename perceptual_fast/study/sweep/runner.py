@@ -1,6 +1,6 @@
 """Scoring a sweep's checkpoints: the loop, resume and torchrun sharding (the package docstring has the whole story).
 
-The BAPPS 2afc/val images go to the device once; a background thread builds the next checkpoint's trunk
+The BAPPS 2afc/val (and jnd/val) images go to the device once; a background thread builds the next checkpoint's trunk
 while the current one is scored; each checkpoint's record is written atomically to ``OUT/done/<key>.json``
 and reused by a rerun while the file and the settings are unchanged; under torchrun rank r takes
 checkpoints r, r + W, ... and rank 0 gathers the records and writes the results.
@@ -30,13 +30,17 @@ from .discovery import expand_checkpoints, load_checkpoint
 from .results import write_results
 
 DONE_DIR = "done"
+# settings newer than the first sweeps: a done record without them (an older sweep's) is still reused, its new
+# columns (per-layer PS, JND mAP) left empty
+_LATER_SETTINGS = ("jnd_pairs",)
 
 
 def device_bapps(data: os.PathLike, device: torch.device, progress: bool = True) -> Bapps:
-    """The 2afc/val part of a BAPPS pack or folder, its images copied once to ``device`` (uint8 NHWC)."""
+    """The 2afc/val part of a BAPPS pack or folder, and its jnd/val part where it has one, their images
+    copied once to ``device`` (uint8 NHWC)."""
     bapps = load_bapps(data, splits=("val",), progress=progress)
-    parts = {k: p for k, p in bapps.parts.items() if p.task == "2afc"}
-    if not parts:
+    parts = {k: p for k, p in bapps.parts.items() if p.task in ("2afc", "jnd")}
+    if not any(p.task == "2afc" for p in parts.values()):
         raise ValueError(f"{str(data)!r} holds no 2afc/val part; the sweep scores BAPPS 2AFC triplets")
     moved = {k: BappsPart(p.task, p.split, {d: v.to(device, copy=True) for d, v in p.images.items()}, p.target.clone(),
                           p.category.clone(), p.categories, p.names) for k, p in parts.items()}
@@ -61,7 +65,8 @@ class _Sweep:
         self.precision, self.backend, self.batch_size = precision, backend, batch_size
         self.settings = {"data": data.source, "synthetic": data.synthetic, "size": data.size, "distances": list(distances),
                          "precision": precision,
-                         "triplets": sum(len(p) for p in data.parts.values())}
+                         "triplets": sum(len(p) for p in data.parts.values() if p.task == "2afc"),
+                         "jnd_pairs": sum(len(p) for p in data.parts.values() if p.task == "jnd")}
 
     def done(self, path: Path) -> Optional[Dict[str, Any]]:
         """The stored record of ``path`` if it is complete and still valid, else None."""
@@ -69,8 +74,14 @@ class _Sweep:
         if not f.is_file():
             return None
         record = json.loads(f.read_text())
-        ok = record.get("status") == "ok" and record.get("settings") == self.settings
-        return record if ok and record.get("file") == _file_stamp(path) else None
+        stored = record.get("settings")
+        older = {k: v for k, v in self.settings.items() if k not in _LATER_SETTINGS}  # a record of an older sweep
+        ok = record.get("status") == "ok" and stored in (self.settings, older)
+        if not (ok and record.get("file") == _file_stamp(path)):
+            return None
+        record.setdefault("ps_per_layer", None)  # an older sweep's record: these columns stay empty
+        record.setdefault("jnd_map", None)
+        return record
 
     def score(self, path: Path, loaded: "Future[Tuple[nn.Module, Dict[str, Any]]]") -> Dict[str, Any]:
         """Scores one checkpoint (its load already submitted) and writes its record atomically."""
@@ -80,13 +91,16 @@ class _Sweep:
             module, info = loaded.result()
             scorer = Scorer(module, distances=self.distances, device=self.device, precision=self.precision,
                             backend=self.backend)
-            result = evaluate_bapps(self.data, scorer, batch_size=self.batch_size, progress=False)
+            # one trunk pass per 2afc/val triplet gives the per-layer terms and their sum; jnd/val pairs, if any, one more
+            result = evaluate_bapps(self.data, scorer, per_layer=True, batch_size=self.batch_size, progress=False)
             part = result.parts["2afc/val"]
+            jnd = result.parts.get("jnd/val")
             record.update(status="ok", trunk=trunk_name(module), config=info.get("config"), step=info.get("step"),
                           epoch=info.get("epoch"), val_top1=info.get("val_top1"),
                           hyperparameters=info.get("hyperparameters"),
                           two_afc={d: dict(zip(part.categories, part.scores[d])) for d in self.distances},
-                          ps=dict(part.summary))
+                          ps=dict(part.summary), ps_per_layer={d: part.layer_summary[d] for d in self.distances},
+                          jnd_map=dict(jnd.summary) if jnd is not None else None)
         except Exception as err:  # noqa: BLE001 - any failure of one checkpoint is reported, the sweep goes on
             first = str(err).strip().splitlines()[0] if str(err).strip() else ""
             record.update(status="error", error=f"{type(err).__name__}: {first}")
@@ -110,7 +124,9 @@ def _distributed(device: torch.device) -> Tuple[int, int]:
 def run_sweep(checkpoints: Sequence[str], data: os.PathLike, distances: Sequence[str], out_dir: os.PathLike,
               device: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
               batch_size: Optional[int] = None, progress: bool = True) -> List[Dict[str, Any]]:
-    """Scores every checkpoint in ``checkpoints`` (files, folders, globs) on the BAPPS 2afc/val set ``data``.
+    """Scores every checkpoint in ``checkpoints`` (files, folders, globs) on the BAPPS 2afc/val set ``data``
+    (PS and per-category 2AFC of each distance, and PS of each layer's term alone, all from one trunk pass
+    per triplet) and, where ``data`` has a jnd/val part, JND mAP of each distance.
 
     device: default ``cuda`` when CUDA is available (``cuda`` means ``cuda:<LOCAL_RANK>``), else CPU.
     batch_size: triplets per trunk pass; default 32 on CPU (96 images: ~30% faster than 128 triplets
