@@ -143,3 +143,22 @@ def test_16bit_pngs_score_like_their_8bit_rendition(tmp_path):
     assert main(["score", str(tmp_path / "x8"), str(tmp_path / "y8"), "--weights", "random", "--csv", str(out8), "--quiet"]) == 0
     d16 = float(next(csv.DictReader(open(out16)))["spatial"])
     assert d16 == pytest.approx(float(next(csv.DictReader(open(out8)))["spatial"]), rel=1e-6) and d16 > 0.2
+
+
+def test_torchrun_two_ranks_write_the_file_one_process_writes(tmp_path):
+    """Under torchrun each rank scores every other pair into a part file; rank 0 merges them in input
+    order into the same CSV (and JSONL) a single process writes; no part file is left."""
+    x, y = _folders(tmp_path, 7, size=(40, 40))
+    opts = ["--weights", "random", "--batch-size", "2", "--quiet"]
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                          "-m", "perceptual_fast.cli", "score", str(x), str(y), "--csv", str(tmp_path / "two.csv"),
+                          "--jsonl", str(tmp_path / "two.jsonl")] + opts,
+                         cwd=tmp_path, capture_output=True, text=True, timeout=300, env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert main(["score", str(x), str(y), "--csv", str(tmp_path / "one.csv")] + opts) == 0
+    two, one = list(csv.DictReader(open(tmp_path / "two.csv"))), list(csv.DictReader(open(tmp_path / "one.csv")))
+    assert [r["name"] for r in two] == [r["name"] for r in one] == [f"p{i:03d}.png" for i in range(7)]
+    for a, b in zip(two, one):
+        assert float(a["spatial"]) == pytest.approx(float(b["spatial"]), rel=1e-5)
+    assert [json.loads(line)["name"] for line in open(tmp_path / "two.jsonl")] == [r["name"] for r in one]
+    assert not list(tmp_path.glob("*.part"))

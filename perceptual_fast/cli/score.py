@@ -18,10 +18,11 @@ from typing import Dict, List
 
 import torch
 
+from ..util.distributed import barrier, rank_and_world
 from ..util.images import format_notes, pair_paths, read_pair_list
 from ..util.pipeline import DecodeStats, Pair, PairBatch, decoded_batches
 from ..util.progress import Progress
-from ..util.rows import RowWriter, names_in
+from ..util.rows import RowWriter, merge_parts, names_in, part_path
 from ..util.tables import format_table
 from .options import add_scorer_options, build_scorer, weights_label
 
@@ -70,17 +71,27 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--resume needs --csv or --jsonl (the file to resume)")
     pairs = _pairs(args)
     scorer = build_scorer(args)
+    rank, world = rank_and_world(scorer.device)
+    if world > 1 and not (args.csv or args.jsonl):
+        raise ValueError("under torchrun, score writes its rows to --csv or --jsonl")
+    outputs = [(path, jsonl) for path, jsonl in ((args.csv, False), (args.jsonl, True)) if path is not None]
+    # Under torchrun each rank scores every world-th pair into a part file of its own; rank 0 merges.
+    target = {path: part_path(path, rank) if world > 1 else path for path, _ in outputs}
     done = set()
     if args.resume:
-        done = set.union(*(names_in(p) for p in (args.csv, args.jsonl) if p is not None))
-    todo = [p for p in pairs if p[0] not in done]
-    to_files = bool(args.csv or args.jsonl)
+        for path, jsonl in outputs:
+            done |= names_in(target[path], jsonl)
+            if world > 1:
+                done |= names_in(path, jsonl, repair=False)
+    todo = [p for p in pairs[rank::world] if p[0] not in done]
+    to_files = bool(outputs)
     layers = len(scorer.trunk.tap_channels) if args.per_layer else None
-    writer = RowWriter(args.csv, args.jsonl, scorer.distances, layers, args.resume) if to_files else None
+    writer = (RowWriter(target.get(args.csv), target.get(args.jsonl), scorer.distances, layers, args.resume)
+              if to_files else None)
     results: Dict[str, Dict[str, object]] = {}  # only for the table of a run without output files
     failures: List[str] = []
     show = not args.quiet and (args.progress or sys.stderr.isatty())
-    progress = Progress(len(todo), "score", "pairs", enabled=show)
+    progress = Progress(len(todo), "score" if world == 1 else f"score rank {rank}/{world}", "pairs", enabled=show)
     start, scored, stats = time.perf_counter(), 0, DecodeStats()
     try:
         for batch in decoded_batches(todo, args.batch_size, args.size, args.workers, stats=stats,
@@ -96,12 +107,17 @@ def run(args: argparse.Namespace) -> int:
     finally:
         if writer is not None:
             writer.close()
+    if world > 1:
+        barrier()
+        if rank == 0:
+            for path, jsonl in outputs:
+                merge_parts(path, [part_path(path, r) for r in range(world)], [p[0] for p in pairs], jsonl, args.resume)
     seconds = time.perf_counter() - start
     if not to_files:
         _print_results(args, scorer, pairs, results)
     for line in format_notes(stats.notes):
         print(line, file=sys.stderr)
-    skipped = f", {len(done & {p[0] for p in pairs})} already done" if args.resume else ""
+    skipped = f", {len(done & {p[0] for p in pairs[rank::world]})} already done" if args.resume else ""
     print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.1f} s "
           f"({scored / max(seconds, 1e-9):.1f} pairs/s)", file=sys.stderr)
     if failures:

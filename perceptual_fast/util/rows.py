@@ -32,16 +32,66 @@ def _cut_partial_last_line(path: Path) -> None:
             f.truncate(data.rfind(b"\n") + 1)
 
 
-def names_in(path: Path) -> Set[str]:
-    """The pair names already in a CSV or JSONL results file (its partial last line dropped first)."""
+def names_in(path: Path, jsonl: bool, repair: bool = True) -> Set[str]:
+    """The pair names already in a CSV (or, with ``jsonl``, JSONL) results file; with ``repair`` its
+    partial last line is dropped first (only for a file this process owns), else it is ignored."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
-    _cut_partial_last_line(path)
-    if path.suffix.lower() == ".jsonl":
+    if repair:
+        _cut_partial_last_line(path)
+        return {str(row["name"]) for row in _read_rows(path, jsonl)}
+    text = path.read_text()
+    whole = text[: text.rfind("\n") + 1]
+    if jsonl:
+        return {str(json.loads(line)["name"]) for line in whole.splitlines() if line.strip()}
+    return {row["name"] for row in csv.DictReader(io.StringIO(whole))}
+
+
+def part_path(path: Path, rank: int) -> Path:
+    """Where rank ``rank`` of a torchrun job writes its share of ``path``."""
+    return path.with_name(f"{path.name}.rank{rank}.part")
+
+
+def _read_rows(path: Path, jsonl: bool) -> List[Dict[str, object]]:
+    """The rows of a CSV file (dicts of strings) or a JSONL file (decoded objects)."""
+    if jsonl:
         with open(path) as f:
-            return {json.loads(line)["name"] for line in f if line.strip()}
+            return [json.loads(line) for line in f if line.strip()]
     with open(path, newline="") as f:
-        return {row["name"] for row in csv.DictReader(f)}
+        return list(csv.DictReader(f))
+
+
+def merge_parts(path: Path, parts: Sequence[Path], order: Sequence[str], jsonl: bool, keep_existing: bool) -> None:
+    """Rank 0 of a torchrun job: the rows of every part file (and, with ``keep_existing``, those already
+    in ``path``), one per name (the first seen), in ``order`` (input order; other names after), written
+    to ``path`` atomically; the part files are then removed."""
+    from .atomic import write_atomically
+
+    rows: Dict[str, Dict[str, object]] = {}
+    columns: Optional[List[str]] = None
+    for source in ([path] if keep_existing else []) + list(parts):
+        if source.exists() and source.stat().st_size:
+            _cut_partial_last_line(source)
+            if not jsonl:
+                with open(source, newline="") as f:
+                    columns = columns or next(csv.reader(f), None)
+            for row in _read_rows(source, jsonl):
+                rows.setdefault(str(row["name"]), row)
+    rank = {name: i for i, name in enumerate(order)}
+    ordered = sorted(rows.values(), key=lambda r: (rank.get(str(r["name"]), len(rank)), str(r["name"])))
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "w", newline="" if not jsonl else None) as f:
+            if jsonl:
+                f.write("".join(json.dumps(r) + "\n" for r in ordered))
+            elif columns:
+                w = csv.DictWriter(f, fieldnames=columns)
+                w.writeheader()
+                w.writerows(ordered)
+
+    write_atomically(path, write)
+    for part in parts:
+        part.unlink(missing_ok=True)
 
 
 class RowWriter:

@@ -25,6 +25,7 @@ from ...bapps.reader import Bapps, BappsPart
 from ...scorer import Scorer
 from ...trunks import trunk_name
 from ...util.atomic import write_text_atomically
+from ...util.distributed import rank_and_world
 from ...util.progress import Progress
 from .discovery import expand_checkpoints, load_checkpoint
 from .results import write_results
@@ -109,18 +110,6 @@ class _Sweep:
         return record
 
 
-def _distributed(device: torch.device) -> Tuple[int, int]:
-    """(rank, world size): initialises torch.distributed (NCCL for CUDA devices, else gloo) when
-    launched by torchrun (WORLD_SIZE > 1)."""
-    import torch.distributed as dist
-
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
-        return 0, 1
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
-    return dist.get_rank(), dist.get_world_size()
-
-
 def run_sweep(checkpoints: Sequence[str], data: os.PathLike, distances: Sequence[str], out_dir: os.PathLike,
               device: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
               batch_size: Optional[int] = None, progress: bool = True) -> List[Dict[str, Any]]:
@@ -140,7 +129,7 @@ def run_sweep(checkpoints: Sequence[str], data: os.PathLike, distances: Sequence
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     dev = torch.device(f"cuda:{local}" if device == "cuda" else device)
-    rank, world = _distributed(dev)
+    rank, world = rank_and_world(dev)
     batch_size = batch_size or (128 if dev.type == "cuda" else 32)
     paths = expand_checkpoints(checkpoints)
     mine = paths[rank::world]
