@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -70,6 +71,8 @@ def run(args: argparse.Namespace) -> int:
     if args.resume and not (args.csv or args.jsonl):
         raise ValueError("--resume needs --csv or --jsonl (the file to resume)")
     pairs = _pairs(args)
+    if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
+        args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     scorer = build_scorer(args)
     rank, world = rank_and_world(scorer.device)
     if world > 1 and not (args.csv or args.jsonl):
