@@ -54,10 +54,10 @@ def make_pairs(folder: Path, n: int, size: int, seed: int = 0) -> tuple:
     return x, y
 
 
-def run_ours(x: Path, y: Path, out: Path, batch: int) -> tuple:
+def run_ours(x: Path, y: Path, out: Path, batch: int, workers: int = 2) -> tuple:
     """(seconds without start-up, peak RSS in MB) of one `score` process."""
     cmd = [sys.executable, "-m", "perceptual_fast.cli", "score", str(x), str(y), "--weights", "random", "--csv", str(out),
-           "--batch-size", str(batch), "--quiet"]
+           "--batch-size", str(batch), "--workers", str(workers), "--quiet"]
     probe = ("import resource, subprocess, sys; r = subprocess.run(sys.argv[1:], capture_output=True, text=True); "
              "sys.stderr.write(r.stderr); print(resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss); sys.exit(r.returncode)")
     done = subprocess.run([sys.executable, "-c", probe, *cmd], capture_output=True, text=True, check=True, cwd=out.parent)
@@ -100,6 +100,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image side for the throughput runs")
     ap.add_argument("--memory", default="600,3600", help="pair counts of 128x128 PNGs for the memory runs")
     ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--workers", default="2", help="decode threads of `score`, comma-separated to compare several")
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
@@ -114,9 +115,12 @@ def main() -> None:
             warnings.simplefilter("ignore")
             model = lpips.LPIPS(net="alex", pnet_rand=True, lpips=True, verbose=False).eval()
         images = torch.stack([read_image(p) for p in sorted(x.iterdir())[:64]])
-        times = {"ours": [], "lpips": []}
+        workers = [int(w) for w in args.workers.split(",")]
+        ours = {w: f"ours, {w} decode thread{'s' if w > 1 else ''}" for w in workers}
+        times = {**{label: [] for label in ours.values()}, "lpips": []}
         for _ in range(args.repeats):  # interleaved
-            times["ours"].append(run_ours(x, y, tmp / "speed.csv", args.batch)[0])
+            for w, label in ours.items():
+                times[label].append(run_ours(x, y, tmp / "speed.csv", args.batch, w)[0])
             times["lpips"].append(lpips_loop_seconds(x, y, model))
         bound = bound_seconds(x, y, scorer, images)
         med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}
@@ -124,7 +128,7 @@ def main() -> None:
         rate["bound"] = args.pairs / bound
         print(f"score_stream: {args.pairs} pairs of {args.size}x{args.size} PNGs, alexnet fp32; {machine_name()}")
         print(format_table(["path", "pairs/s", "vs lpips pkg", "% of bound"],
-                           [[k, rate[k], rate[k] / rate["lpips"], 100 * rate[k] / rate["bound"]] for k in ("ours", "lpips", "bound")],
+                           [[k, rate[k], rate[k] / rate["lpips"], 100 * rate[k] / rate["bound"]] for k in rate],
                            floatfmt=".2f"))
         records += [{"kind": "throughput", "path": k, "pairs": args.pairs, "size": args.size, "pairs_per_s": rate[k],
                      "peak_rss_mb": "", "machine": machine_name()} for k in rate]
