@@ -29,9 +29,9 @@ from common import machine_name, median_seconds, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
 from perceptual_fast.bapps.evaluate import evaluate_bapps  # noqa: E402
+from perceptual_fast.bapps.pack import load_bapps, pack_folder  # noqa: E402
 from perceptual_fast.bapps.reader import Bapps, BappsPart  # noqa: E402
 from perceptual_fast.bapps.synthetic import make_bapps  # noqa: E402
-from perceptual_fast.bapps.pack import load_bapps, pack_folder  # noqa: E402
 from perceptual_fast.metrics import two_afc  # noqa: E402
 from perceptual_fast.preprocess import lpips_scaling  # noqa: E402
 from perceptual_fast.util.tables import format_table  # noqa: E402

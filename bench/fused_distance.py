@@ -23,7 +23,6 @@ from common import machine_name, median_seconds, write_records  # noqa: E402
 
 from perceptual_fast.util.tables import format_table  # noqa: E402
 
-
 PROVIDERS = ("torch", "cpp")
 """The op's implementations timed here, the reference first (the speedup is over it)."""
 

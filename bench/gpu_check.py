@@ -58,7 +58,6 @@ try:
     from fused_distance_cases import make_feats, make_lin, reference  # the op's test cases
 
     import perceptual_fast as pf
-    from perceptual_fast.ops.fused_distance import reference as D
     from perceptual_fast.ops.fused_distance import DistanceRequest
     from perceptual_fast.util.tables import format_table
 
@@ -431,7 +430,8 @@ def check_layouts(ctx: Context) -> None:
         for dname in ("fp32", "bf16"):
             for count in (2, 3):
                 case = f"{name} {dname} count {count}"
-                big = make_feats(2 * n, ctx.sizes.layout_layers, count, seed_of("layout", case), dtype=DTYPES[dname], device=ctx.device)
+                big = make_feats(2 * n, ctx.sizes.layout_layers, count, seed_of("layout", case), dtype=DTYPES[dname],
+                                 device=ctx.device)
                 feats = [[view(t, k, n) for t in lst] for k, lst in enumerate(big)]
                 lin = make_lin(ctx.sizes.layout_layers, seed=seed_of("lin", case), device=ctx.device)
                 evaluate(ctx, "layouts", case, feats, lin, against(reference(feats, lin), DTYPES[dname]))
@@ -726,7 +726,8 @@ def time_case(ctx: Context, net: str, count: int) -> None:
     first = make_feats(s.timing_batch, shapes, count, seed_of("time", net, count), dtype=torch.bfloat16, device=ctx.device)
     nbytes = feature_bytes(first)
     nsets = max(2, min(16, int(s.timing_set_bytes // nbytes)))
-    sets = [first] + [make_feats(s.timing_batch, shapes, count, seed_of("time", net, count, i), dtype=torch.bfloat16, device=ctx.device)
+    sets = [first] + [make_feats(s.timing_batch, shapes, count, seed_of("time", net, count, i), dtype=torch.bfloat16,
+                                 device=ctx.device)
                       for i in range(1, nsets)]
     lin = make_lin(shapes, seed=seed_of("lin", net), device=ctx.device)
     row = {"net": net, "kind": kind, "batch": s.timing_batch, "dtype": "bfloat16", "mb": nbytes / 1e6, "sets": nsets}

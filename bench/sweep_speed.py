@@ -30,12 +30,12 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_name, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
+from perceptual_fast.bapps.pack import pack_folder  # noqa: E402
 from perceptual_fast.bapps.reader import read_bapps  # noqa: E402
 from perceptual_fast.bapps.synthetic import make_bapps  # noqa: E402
-from perceptual_fast.bapps.pack import pack_folder  # noqa: E402
 from perceptual_fast.metrics import category_means, two_afc  # noqa: E402
-from perceptual_fast.util.tables import format_table  # noqa: E402
 from perceptual_fast.study.sweep import run_sweep  # noqa: E402
+from perceptual_fast.util.tables import format_table  # noqa: E402
 
 DISTANCES = ("spatial", "meanpool", "style")
 

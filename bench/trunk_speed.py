@@ -21,8 +21,8 @@ from torch.utils.flop_counter import FlopCounterMode
 sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_name, median_seconds, write_records  # noqa: E402
 
-from perceptual_fast.util.tables import format_table  # noqa: E402
 from perceptual_fast.trunks import load_trunk  # noqa: E402
+from perceptual_fast.util.tables import format_table  # noqa: E402
 
 TRUNKS = ("alexnet", "vgg16", "squeezenet1_1", "resnet6", "resnet18", "resnet50", "vit_s_8")
 MODES = [(dtype, layout) for dtype in ("fp32", "bf16") for layout in ("nchw", "channels_last")]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 import threading
 from collections import OrderedDict, namedtuple
@@ -220,61 +221,54 @@ def _freeze(value: object) -> Hashable:
     return (type(value).__name__, value)
 
 
-def _score_key(
-    trunk: Union[str, nn.Module] = "alexnet",
-    weights: Union[None, str, os.PathLike] = None,
-    lin: LinSpec = None,
-    distances: Union[str, Sequence[str]] = ("spatial",),
-    device: Union[None, str, torch.device] = None,
-    backend: str = "auto",
-    precision: str = "fp32",
-    input_range: RangeSpec = None,
-    seed: int = 0,
-    trunk_config: Optional[Mapping[str, object]] = None,
-    compile: Union[bool, str] = False,
-    memory_format: str = "auto",
-) -> tuple:
-    """The cache key of ``Scorer(**kwargs)`` (same signature): every argument that can change a result.
+_SCORER_SIGNATURE = inspect.signature(Scorer)
+"""Scorer's own, read once (tests may replace ``Scorer`` by a counting subclass)."""
+
+
+def _score_key(**scorer_kwargs) -> tuple:
+    """The cache key of ``Scorer(**scorer_kwargs)``: ``(name, key)`` for every argument of ``Scorer``, in
+    its order, bound to its signature with the defaults filled in (so an argument added to ``Scorer`` is
+    keyed too; an unknown keyword raises TypeError, as ``Scorer`` would).
 
     Files (a trunk path, a weights path, a lin path) are keyed by resolved path, size and mtime_ns;
     ``seed`` only with ``weights="random"`` (nothing else reads it). Raises _Uncacheable for a trunk
     module, lin tensors and other values that cannot be keyed by value.
     """
-    if isinstance(trunk, nn.Module):
-        raise _Uncacheable("trunk module")
-    if isinstance(trunk, str) and _is_trunk_name(trunk):
-        trunk_key = ("name", trunk)
-    elif isinstance(trunk, (str, os.PathLike)):
-        trunk_key = _file_key(trunk)
-    else:
-        raise _Uncacheable(type(trunk).__name__)
-    if weights is None or (isinstance(weights, str) and weights == "torchvision"):
-        weights_key = weights  # 'torchvision': by name (the hub-cache file is assumed not to change)
-    elif isinstance(weights, str) and weights == "random":
-        weights_key = ("random", _freeze(seed))
-    elif isinstance(weights, (str, os.PathLike)):
-        weights_key = _file_key(weights)
-    else:
-        weights_key = _freeze(weights)
-    if lin is None or (isinstance(lin, str) and lin == "lpips"):
-        lin_key = lin  # 'lpips': the installed package's file
-    elif isinstance(lin, (str, os.PathLike)):
-        lin_key = _file_key(lin)
-    else:
+    bound = _SCORER_SIGNATURE.bind(**scorer_kwargs)
+    bound.apply_defaults()
+    args = bound.arguments
+    return tuple((name, _argument_key(name, value, args)) for name, value in args.items())
+
+
+def _argument_key(name: str, value: object, args: Mapping[str, object]) -> Hashable:
+    """The key of one ``Scorer`` argument (see ``_score_key``); ``args``: all of them, by name."""
+    if name == "trunk":
+        if isinstance(value, nn.Module):
+            raise _Uncacheable("trunk module")
+        if isinstance(value, str) and _is_trunk_name(value):
+            return ("name", value)
+        if isinstance(value, (str, os.PathLike)):
+            return _file_key(value)
+        raise _Uncacheable(type(value).__name__)
+    if name == "weights":
+        if value is None or value in ("torchvision", "random"):
+            return value  # 'torchvision': by name (the hub-cache file is assumed not to change)
+        return _file_key(value) if isinstance(value, (str, os.PathLike)) else _freeze(value)
+    if name == "seed":
+        return _freeze(value) if args["weights"] == "random" else None
+    if name == "lin":
+        if value is None or value == "lpips":
+            return value  # 'lpips': the installed package's file
+        if isinstance(value, (str, os.PathLike)):
+            return _file_key(value)
         raise _Uncacheable("lin tensors")
-    return (
-        trunk_key,
-        weights_key,
-        lin_key,
-        _freeze(check_distance_names(distances)),
-        str(torch.device(device)) if device is not None else "cpu",
-        _freeze(backend),
-        _freeze(precision),
-        _freeze(input_range),
-        _freeze(dict(trunk_config or {})),
-        _freeze(compile),
-        _freeze(memory_format),
-    )
+    if name == "distances":
+        return _freeze(check_distance_names(value))
+    if name == "device":
+        return str(torch.device(value)) if value is not None else "cpu"
+    if name == "trunk_config":
+        return _freeze(dict(value or {}))
+    return _freeze(value)
 
 
 def _is_trunk_name(name: str) -> bool:

@@ -1,6 +1,7 @@
 """perceptual-fast sweep: the table (PS, per-layer PS, JND mAP), bad checkpoints, reruns (also of an older sweep's
 records), a SIGKILL mid-sweep, and torchrun."""
 
+import csv
 import json
 import os
 import shutil
@@ -9,19 +10,24 @@ import subprocess
 import sys
 import time
 
-import csv
-
 import pytest
 import torch
 
 import perceptual_fast as pf
 from perceptual_fast.bapps.evaluate import evaluate_bapps
-from perceptual_fast.metrics import category_means, jnd_map, perceptual_score, two_afc
 from perceptual_fast.bapps.pack import load_bapps, pack_folder
 from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
-from perceptual_fast.study.sweep import (DONE_DIR, RESULTS_CSV, csv_text, expand_checkpoints, format_results, read_results,
-                                         run_sweep)
+from perceptual_fast.metrics import category_means, jnd_map, perceptual_score, two_afc
+from perceptual_fast.study.sweep import (
+    DONE_DIR,
+    RESULTS_CSV,
+    csv_text,
+    expand_checkpoints,
+    format_results,
+    read_results,
+    run_sweep,
+)
 from perceptual_fast.study.train import TrainConfig, train
 
 DISTANCES = ("spatial", "meanpool", "style")

@@ -28,8 +28,9 @@ involves it is int64, so expanded or very large maps cannot wrap at 2^31.
    ``[count - 1, N, L]``; compiled without FMA contraction like the pointwise kernel.
 
 Inputs: float32, bfloat16 or float16 maps whose samples are NCHW-contiguous (any batch stride,
-0 included); all arithmetic in float32, except meanpool's sums across tiles and its last steps. spatial / lpips / style accumulate with atomics: the
-summation order on a GPU is not fixed, so their last bits may vary from run to run.
+0 included); all arithmetic in float32, except meanpool's sums across tiles and its last steps.
+spatial / lpips / style accumulate with atomics: the summation order on a GPU is not fixed, so their
+last bits may vary from run to run.
 
 This module imports only triton (no torch), so ``aot.py`` beside it can compile every kernel for
 a GPU target on a machine with nothing but triton installed. Under ``TRITON_INTERPRET=1`` the

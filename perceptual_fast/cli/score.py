@@ -114,7 +114,8 @@ def run(args: argparse.Namespace) -> int:
         barrier()
         if rank == 0:
             for path, jsonl in outputs:
-                merge_parts(path, [part_path(path, r) for r in range(world)], [p[0] for p in pairs], jsonl, args.resume)
+                merge_parts(path, [part_path(path, r) for r in range(world)], [p[0] for p in pairs], jsonl, args.resume,
+                            writer.columns)
     seconds = time.perf_counter() - start
     if not to_files:
         _print_results(args, scorer, pairs, results)
@@ -124,7 +125,8 @@ def run(args: argparse.Namespace) -> int:
     print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.1f} s "
           f"({scored / max(seconds, 1e-9):.1f} pairs/s)", file=sys.stderr)
     if failures:
-        print("failed pairs:\n  " + "\n  ".join(failures[:10]) + (f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""),
+        more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
+        print("failed pairs:\n  " + "\n  ".join(failures[:10]) + more,
               file=sys.stderr)
         return 3
     return 0

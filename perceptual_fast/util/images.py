@@ -29,6 +29,7 @@ import os
 import re
 import struct
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Iterable, List, Optional, Set, Tuple
 
@@ -68,9 +69,7 @@ def _note(notes: Optional[Set[Tuple[str, str]]], note: str, path: Path) -> None:
 
 def format_notes(notes: Iterable[Tuple[str, str]]) -> List[str]:
     """One line per kind of note, e.g. ``note: alpha channel dropped in 3 images`` (from ``read_image``'s set)."""
-    counts: dict = {}
-    for note, _path in notes:
-        counts[note] = counts.get(note, 0) + 1
+    counts = Counter(note for note, _path in notes)
     return [f"note: {note} in {n} image{'s' if n != 1 else ''}" for note, n in sorted(counts.items())]
 
 
@@ -282,9 +281,7 @@ def read_pair_list(path: Path) -> List[Tuple[str, Path, Path]]:
 
     names = [name if name is not None else written(fa) for _, fa, _, name in rows]
     for rule in (lambda i: f"{names[i]} | {written(rows[i][2])}", lambda i: f"{names[i]} (line {rows[i][0]})"):
-        seen: dict = {}
-        for name in names:
-            seen[name] = seen.get(name, 0) + 1
+        seen = Counter(names)
         names = [rule(i) if seen[name] > 1 else name for i, name in enumerate(names)]
     first: dict = {}
     for i, name in enumerate(names):

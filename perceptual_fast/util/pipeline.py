@@ -16,7 +16,7 @@ from collections import OrderedDict, deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Deque, Iterable, Iterator, List, Optional, Tuple
+from typing import Deque, Iterable, Iterator, List, Optional, Tuple
 
 import torch
 
@@ -38,7 +38,8 @@ class PairBatch:
 
 
 def _decode(pair: Pair, size: Optional[int], notes: set) -> tuple:
-    name, pa, pb = pair
+    """(pair, a, b, None) with both images decoded, or (pair, None, None, why not)."""
+    _, pa, pb = pair
     try:
         ia, ib = read_image(pa, size, notes), read_image(pb, size, notes)
     except ValueError as err:
@@ -60,8 +61,7 @@ class DecodeStats:
 
 def decoded_batches(pairs: Iterable[Pair], batch_size: int, size: Optional[int] = None, workers: int = 2,
                     window: Optional[int] = None, max_pending: Optional[int] = None, pin_memory: bool = False,
-                    stats: Optional[DecodeStats] = None,
-                    decode: Callable[[Pair, Optional[int], set], tuple] = _decode) -> Iterator[PairBatch]:
+                    stats: Optional[DecodeStats] = None) -> Iterator[PairBatch]:
     """Batches of decoded pairs (see the module docstring), then the partly filled ones at the end.
 
     batch_size: pairs per batch. size: resize every image to size x size. workers: decode threads.
@@ -93,7 +93,7 @@ def decoded_batches(pairs: Iterable[Pair], batch_size: int, size: Optional[int] 
                 if pair is None:
                     exhausted = True
                     break
-                ahead.append(pool.submit(decode, pair, size, notes))
+                ahead.append(pool.submit(_decode, pair, size, notes))
             if not ahead:
                 break
             pair, ia, ib, error = ahead.popleft().result()

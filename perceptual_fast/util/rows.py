@@ -15,6 +15,8 @@ import os
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Set
 
+from .atomic import write_atomically
+
 
 def row_columns(distances: Sequence[str], layers: Optional[int]) -> List[str]:
     """The CSV columns, in order; ``layers`` is the number of per-layer terms, or None for totals only."""
@@ -34,17 +36,13 @@ def _cut_partial_last_line(path: Path) -> None:
 
 def names_in(path: Path, jsonl: bool, repair: bool = True) -> Set[str]:
     """The pair names already in a CSV (or, with ``jsonl``, JSONL) results file; with ``repair`` its
-    partial last line is dropped first (only for a file this process owns), else it is ignored."""
+    partial last line is dropped from the file first (only for a file this process owns), else it is
+    only ignored."""
     if not path.exists() or path.stat().st_size == 0:
         return set()
     if repair:
         _cut_partial_last_line(path)
-        return {str(row["name"]) for row in _read_rows(path, jsonl)}
-    text = path.read_text()
-    whole = text[: text.rfind("\n") + 1]
-    if jsonl:
-        return {str(json.loads(line)["name"]) for line in whole.splitlines() if line.strip()}
-    return {row["name"] for row in csv.DictReader(io.StringIO(whole))}
+    return {str(row["name"]) for row in _read_rows(path, jsonl)}
 
 
 def part_path(path: Path, rank: int) -> Path:
@@ -53,28 +51,23 @@ def part_path(path: Path, rank: int) -> Path:
 
 
 def _read_rows(path: Path, jsonl: bool) -> List[Dict[str, object]]:
-    """The rows of a CSV file (dicts of strings) or a JSONL file (decoded objects)."""
+    """The whole rows of a CSV file (dicts of strings) or a JSONL file (decoded objects): a partial
+    last line (a write cut short) is left out."""
+    text = path.read_text()
+    whole = text[: text.rfind("\n") + 1]
     if jsonl:
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+        return [json.loads(line) for line in whole.splitlines() if line.strip()]
+    return list(csv.DictReader(io.StringIO(whole)))
 
 
-def merge_parts(path: Path, parts: Sequence[Path], order: Sequence[str], jsonl: bool, keep_existing: bool) -> None:
+def merge_parts(path: Path, parts: Sequence[Path], order: Sequence[str], jsonl: bool, keep_existing: bool,
+                columns: Sequence[str]) -> None:
     """Rank 0 of a torchrun job: the rows of every part file (and, with ``keep_existing``, those already
     in ``path``), one per name (the first seen), in ``order`` (input order; other names after), written
-    to ``path`` atomically; the part files are then removed."""
-    from .atomic import write_atomically
-
+    to ``path`` atomically (a CSV with the header ``columns``); the part files are then removed."""
     rows: Dict[str, Dict[str, object]] = {}
-    columns: Optional[List[str]] = None
     for source in ([path] if keep_existing else []) + list(parts):
         if source.exists() and source.stat().st_size:
-            _cut_partial_last_line(source)
-            if not jsonl:
-                with open(source, newline="") as f:
-                    columns = columns or next(csv.reader(f), None)
             for row in _read_rows(source, jsonl):
                 rows.setdefault(str(row["name"]), row)
     rank = {name: i for i, name in enumerate(order)}
@@ -84,8 +77,8 @@ def merge_parts(path: Path, parts: Sequence[Path], order: Sequence[str], jsonl: 
         with open(tmp, "w", newline="" if not jsonl else None) as f:
             if jsonl:
                 f.write("".join(json.dumps(r) + "\n" for r in ordered))
-            elif columns:
-                w = csv.DictWriter(f, fieldnames=columns)
+            else:
+                w = csv.DictWriter(f, fieldnames=list(columns))
                 w.writeheader()
                 w.writerows(ordered)
 

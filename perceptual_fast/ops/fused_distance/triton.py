@@ -69,6 +69,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
     base, offsets, strides = _element_offsets(feats)
     as_dev = lambda values: torch.as_tensor(values, dtype=torch.int64).to(device)  # noqa: E731
     tables = (base, as_dev(offsets.reshape(-1)), as_dev(strides.reshape(-1)), as_dev(chans), as_dev(hws))
+    pos_off, chan_off = as_dev(_exclusive_cumsum(hws)), as_dev(_exclusive_cumsum(chans))  # per-layer scratch offsets
     total_c, total_hw = sum(chans), sum(hws)
     blocks = K.BLOCKS
     guard = torch.cuda.device(device) if device.type == "cuda" else contextlib.nullcontext()
@@ -82,7 +83,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
                         if "lpips" in want else torch.zeros(total_c, device=device))
             tiles = [(layer, p0) for layer in range(layers) for p0 in range(0, hws[layer], blocks["POINTWISE_BLOCK_P"])]
             K._pointwise_kernel[(len(tiles), n)](
-                *tables, as_dev(_exclusive_cumsum(hws)), lin_flat, as_dev(_exclusive_cumsum(chans)),
+                *tables, pos_off, lin_flat, chan_off,
                 as_dev([t[0] for t in tiles]), as_dev([t[1] for t in tiles]), inv, terms, n, layers, total_hw,
                 COUNT=count, WANT_TERMS=want_terms, WANT_STYLE="style" in want,
                 BLOCK_P=blocks["POINTWISE_BLOCK_P"], BLOCK_C=blocks["CHANNEL_BLOCK"], **K.LAUNCH_OPTIONS["_pointwise_kernel"],
@@ -96,7 +97,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
             pairs_of_blocks = [(layer, i0, j0) for layer in range(layers) for i0 in range(0, chans[layer], step)
                                for j0 in range(i0, chans[layer], step)]
             K._style_kernel[(len(pairs_of_blocks), n)](
-                *tables, as_dev(_exclusive_cumsum(hws)), *(as_dev([b[i] for b in pairs_of_blocks]) for i in range(3)),
+                *tables, pos_off, *(as_dev([b[i] for b in pairs_of_blocks]) for i in range(3)),
                 inv, style, n, layers, total_hw,
                 COUNT=count, BLOCK_C=step, BLOCK_P=blocks["STYLE_BLOCK_P"], PRECISION=K.STYLE_DOT_PRECISION,
                 **K.LAUNCH_OPTIONS["_style_kernel"],
@@ -105,7 +106,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
         if "meanpool" in want:
             chsum = torch.empty(count, n, total_c, dtype=torch.float64, device=device)  # written before read
             K._meanpool_kernel[(layers, n)](
-                *tables, as_dev(_exclusive_cumsum(chans)), chsum, out[DISTANCES.index("meanpool")],
+                *tables, chan_off, chsum, out[DISTANCES.index("meanpool")],
                 n, layers, total_c, COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],
                 **K.LAUNCH_OPTIONS["_meanpool_kernel"],
             )

@@ -10,7 +10,6 @@ accuracy. The kernel must use the precision these tests accept.
 
 import numpy as np
 import pytest
-
 from perceptual_fast.kernels.triton import fused_distance as K
 
 
