@@ -28,8 +28,27 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
     return statistics.median(times)
 
 
+# ISA features that change which kernels and precisions are fast (Linux /proc/cpuinfo flag names)
+_FEATURES = ("avx2", "fma", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile", "asimd", "sve")
+
+
+def cpu_name() -> str:
+    """The CPU model and the ISA features of ``_FEATURES`` it has, e.g. ``AMD EPYC (avx2 fma avx512f)``."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name" and model in ("", platform.machine(), platform.processor()):
+                model = value.strip()
+            elif key.strip() in ("flags", "Features"):
+                flags = set(value.split())
+    except OSError:
+        pass
+    return f"{model} ({' '.join(f for f in _FEATURES if f in flags) or 'no listed features'})"
+
+
 def machine_name() -> str:
-    """The CPU, its core count, torch's version and the thread counts in force."""
+    """The CPU and its ISA features, its core count, torch's version and the thread counts in force."""
     try:
         from perceptual_fast import _C
 
@@ -37,7 +56,7 @@ def machine_name() -> str:
     except ImportError:
         omp = ""
     return (
-        f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, "
+        f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__}, "
         f"{torch.get_num_threads()} torch threads{omp}"
     )
 

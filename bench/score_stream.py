@@ -7,6 +7,9 @@ Throughput (alexnet fp32, random trunk weights, the same in both; start-up exclu
   ours        perceptual-fast score A B --csv: decode threads feeding the trunk, rows written per batch
   lpips pkg   for each pair: load both images, lpips.im2tensor x2, model(a, b) (its README's loop;
               lpips.load_image needs OpenCV, not installed here, so the loop decodes with PIL)
+  threads     in-process: util.pipeline.decoded_batches (2 decode threads) feeding scorer.distance
+  DataLoader  in-process: a torch DataLoader with 2 worker processes (its batches of the same pairs)
+              feeding scorer.distance: the alternative the pipeline's thread pool was measured against
   bound       the bare trunk's time for all the images at its best layout and batch (forward_taps,
               fp32) + single-thread decode time of all the images spread over the cores
 Memory: peak RSS of the whole `score` process (a child of this one) over N pairs of 128x128 PNGs, for
@@ -34,7 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from common import machine_name, median_seconds, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
-from perceptual_fast.util.images import read_image  # noqa: E402
+from perceptual_fast.util.images import pair_paths, read_image  # noqa: E402
+from perceptual_fast.util.pipeline import decoded_batches  # noqa: E402
 from perceptual_fast.util.tables import format_table  # noqa: E402
 
 
@@ -73,6 +77,33 @@ def lpips_loop_seconds(x: Path, y: Path, model) -> float:
             a = lpips.im2tensor(np.asarray(Image.open(pa).convert("RGB")))
             b = lpips.im2tensor(np.asarray(Image.open(y / pa.name).convert("RGB")))
             model(a, b)
+    return time.perf_counter() - start
+
+
+class PairFiles(torch.utils.data.Dataset):
+    """Pairs of image files for a DataLoader: item i is both images decoded (uint8 ``[3, H, W]`` each)."""
+
+    def __init__(self, pairs):
+        self.pairs = pairs
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, i: int):
+        _, pa, pb = self.pairs[i]
+        return read_image(pa), read_image(pb)
+
+
+def in_process_seconds(x: Path, y: Path, scorer: pf.Scorer, batch: int, loader: str) -> float:
+    """Decode + score of every pair in this process, with the pipeline's threads or a DataLoader's workers."""
+    pairs = pair_paths(x, y)
+    start = time.perf_counter()
+    if loader == "threads":
+        for b in decoded_batches(pairs, batch, workers=2):
+            scorer.distance(b.a, b.b)
+    else:
+        for a, b in torch.utils.data.DataLoader(PairFiles(pairs), batch_size=batch, num_workers=2, prefetch_factor=2):
+            scorer.distance(a, b)
     return time.perf_counter() - start
 
 
@@ -116,10 +147,13 @@ def main() -> None:
         images = torch.stack([read_image(p) for p in sorted(x.iterdir())[:64]])
         workers = [int(w) for w in args.workers.split(",")]
         ours = {w: f"ours, {w} decode thread{'s' if w > 1 else ''}" for w in workers}
-        times = {**{label: [] for label in ours.values()}, "lpips": []}
+        loaders = {"threads": "in-process, 2 decode threads", "dataloader": "in-process, DataLoader 2 workers"}
+        times = {**{label: [] for label in ours.values()}, **{label: [] for label in loaders.values()}, "lpips": []}
         for _ in range(args.repeats):  # interleaved
             for w, label in ours.items():
                 times[label].append(run_ours(x, y, tmp / "speed.csv", args.batch, w)[0])
+            for loader, label in loaders.items():
+                times[label].append(in_process_seconds(x, y, scorer, args.batch, loader))
             times["lpips"].append(lpips_loop_seconds(x, y, model))
         bound = bound_seconds(x, y, scorer, images)
         med = {k: sorted(v)[len(v) // 2] for k, v in times.items()}

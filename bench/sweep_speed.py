@@ -42,7 +42,7 @@ DISTANCES = ("spatial", "meanpool", "style")
 
 def naive_scores(folder: Path, checkpoint: Path) -> dict:
     """The naive loop for one checkpoint: PNGs decoded again, a Scorer, per-batch scorer.score calls."""
-    part = read_bapps(folder, size=64, splits=("val",), progress=False).parts["2afc/val"]
+    part = read_bapps(folder, size=64, splits=("val",)).parts["2afc/val"].materialized()
     scorer = pf.Scorer(str(checkpoint), distances=DISTANCES)
     agree = {d: [] for d in DISTANCES}
     with torch.no_grad():

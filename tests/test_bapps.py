@@ -12,7 +12,7 @@ from PIL import Image
 
 import perceptual_fast as pf
 from perceptual_fast.bapps.evaluate import evaluate_bapps
-from perceptual_fast.bapps.reader import read_bapps
+from perceptual_fast.bapps.reader import ImageFiles, read_bapps
 from perceptual_fast.bapps.synthetic import RULE, make_bapps
 from perceptual_fast.cli import main
 
@@ -45,17 +45,17 @@ def test_make_bapps_writes_the_published_layout_labelled_synthetic(source):
 
 
 def test_make_bapps_is_deterministic_and_refuses_a_non_empty_folder(source, tmp_path):
-    again = make_bapps(tmp_path / "again", triplets=9, jnd=8, train=3, categories=("color", "blocks"), progress=False)
+    again = make_bapps(tmp_path / "again", triplets=9, jnd=8, train=3, categories=("color", "blocks"))
     for rel in ("2afc/val/blocks/p1/000004.png", "jnd/val/color/same/000002.npy"):
         assert (again / rel).read_bytes() == (source / rel).read_bytes()
     with pytest.raises(ValueError, match="exists and is not empty"):
-        make_bapps(again, triplets=2, progress=False)
+        make_bapps(again, triplets=2)
     with pytest.raises(ValueError, match="unknown categories"):
-        make_bapps(tmp_path / "x", categories=("sepia",), progress=False)
+        make_bapps(tmp_path / "x", categories=("sepia",))
 
 
 def test_reader_resizes_like_the_lpips_loader_and_pairs_by_name(source):
-    data = read_bapps(source, progress=False)
+    data = read_bapps(source)
     assert data.synthetic and "SYNTHETIC" in data.note and data.size == 64
     assert set(data.parts) == {"2afc/val", "jnd/val"}  # train only when asked
     part = data.parts["2afc/val"]
@@ -65,48 +65,74 @@ def test_reader_resizes_like_the_lpips_loader_and_pairs_by_name(source):
         want = np.asarray(img.convert("RGB").resize((64, 64), Image.BILINEAR))
     assert np.array_equal(part.images["p1"][9 + 5].numpy(), want)
     assert float(part.target[9 + 5]) == float(np.load(source / "2afc/val/color/judge/000005.npy")[0])
-    assert read_bapps(source, size=32, splits=("all",), progress=False).parts["2afc/train"].images["p0"].shape == (6, 32, 32, 3)
+    assert read_bapps(source, size=32, splits=("all",)).parts["2afc/train"].images["p0"].shape == (6, 32, 32, 3)
+
+
+def test_a_folder_part_decodes_as_used_in_order_and_a_few_batches_ahead(source, monkeypatch):
+    part = read_bapps(source).parts["2afc/val"]
+    assert part.on_disk and not part.materialized().on_disk
+    decoded, consumed, worst = [0], [0], [0]
+    decode = ImageFiles.decode
+
+    def counted(self, i):
+        decoded[0] += 1
+        worst[0] = max(worst[0], decoded[0] - consumed[0])
+        return decode(self, i)
+
+    monkeypatch.setattr(ImageFiles, "decode", counted)
+    starts = []
+    for start, batch in part.batches(4, workers=2, ahead=1):
+        starts.append(start)
+        consumed[0] += 3 * batch["ref"].shape[0]
+    assert starts == [0, 4, 8, 12, 16] and decoded[0] == 3 * 18
+    assert worst[0] <= 3 * 4 * (1 + 1)  # the batch held plus one ahead, 3 image kinds
+    monkeypatch.setattr(ImageFiles, "decode", decode)
+    whole = part.materialized()
+    for start, batch in part.batches(5, workers=2):
+        for k, v in whole.batch(start, start + 5).items():
+            assert torch.equal(batch[k], v), (start, k)
 
 
 def test_reader_does_not_misalign_when_a_file_is_missing(folder):
     (folder / "2afc/val/color/judge/000004.npy").unlink()
     with pytest.raises(ValueError, match=r"color.*000004: missing from judge/ \(found ref/000004.png, p0/000004.png, p1/000004.png\)"):
-        read_bapps(folder, progress=False)
+        read_bapps(folder)
 
 
 def test_reader_names_extra_unreadable_and_bad_files(folder):
     extra = folder / "jnd/val/blocks/p0/000099.png"
     shutil.copy(folder / "jnd/val/blocks/p0/000001.png", extra)
     with pytest.raises(ValueError, match="000099: missing from p1/, same/"):
-        read_bapps(folder, progress=False)
+        read_bapps(folder)
     extra.unlink()
     (folder / "jnd/val/blocks/p1/000002.png").write_bytes(b"\x89PNG truncated")
+    on_disk = read_bapps(folder).parts["jnd/val"]  # listing reads no image: the bad one fails when decoded
     with pytest.raises(ValueError, match=r"cannot read image .*jnd/val/blocks/p1/000002.png"):
-        read_bapps(folder, progress=False)
+        on_disk.materialized()
     shutil.copy(folder / "jnd/val/blocks/p0/000002.png", folder / "jnd/val/blocks/p1/000002.png")
     np.save(folder / "jnd/val/color/same/000003.npy", np.array([1.5]))
     with pytest.raises(ValueError, match=r"same/000003.npy' holds 1.5; expected a fraction in \[0, 1\]"):
-        read_bapps(folder, progress=False)
+        read_bapps(folder)
     np.save(folder / "jnd/val/color/same/000003.npy", np.array([0.5]))
     (folder / "2afc/val/color/ref/notes.txt").write_text("x")
     with pytest.raises(ValueError, match="unexpected file .*notes.txt"):
-        read_bapps(folder, progress=False)
+        read_bapps(folder)
 
 
 def test_reader_says_what_layout_it_expects(tmp_path):
     with pytest.raises(ValueError, match=r"holds no BAPPS split val: expected 2afc/\{train,val\}/<category>.*make-bapps"):
-        read_bapps(tmp_path, progress=False)
+        read_bapps(tmp_path)
     with pytest.raises(ValueError, match="unknown split 'test'"):
-        read_bapps(tmp_path, splits=("test",), progress=False)
+        read_bapps(tmp_path, splits=("test",))
 
 
 def test_evaluation_per_layer_terms_come_from_the_same_pass_and_sum_to_the_total(source):
-    data = read_bapps(source, progress=False)
+    data = read_bapps(source)
     scorer = pf.Scorer("alexnet", weights="random", distances=("spatial", "meanpool", "style"))
     calls = []
     forward = scorer.trunk.forward_taps
     scorer.trunk.forward_taps = lambda x: calls.append(x.shape[0]) or forward(x)
-    result = evaluate_bapps(data, scorer, baselines=("l2",), per_layer=True, batch_size=5, progress=False)
+    result = evaluate_bapps(data, scorer, baselines=("l2",), per_layer=True, batch_size=5)
     assert calls == [15, 15, 15, 9, 10, 10, 10, 2]  # 3 x 5 triplets per pass, then 2 x 5 jnd pairs: one pass per image
     part = data.parts["2afc/val"]
     direct = scorer.score({k: part.batch(0, 18)[k] for k in ("ref", "p0", "p1", "judge")})
@@ -124,7 +150,7 @@ def test_evaluation_per_layer_terms_come_from_the_same_pass_and_sum_to_the_total
 
 
 def test_bf16_scorer_stays_float32_and_close_to_fp32(source):
-    part = read_bapps(source, progress=False).parts["2afc/val"]
+    part = read_bapps(source).parts["2afc/val"]
     batch = part.batch(0, 18)
     fp32 = pf.Scorer("alexnet", weights="random", distances=("spatial", "style")).score(batch)
     bf16 = pf.Scorer("alexnet", weights="random", distances=("spatial", "style"), precision="bf16").score(batch)

@@ -49,7 +49,7 @@ def test_2afc_and_jnd_equal_the_lpips_package(folder, lpips_like, use_lin):
     name = "lpips" if use_lin else "spatial"
     scorer = pf.Scorer("alexnet", weights="random", seed=5, lin="lpips" if use_lin else None, distances=(name,))
     model = lpips_like(scorer.trunk, "alexnet", use_lin=use_lin)
-    data = read_bapps(folder, progress=False)
+    data = read_bapps(folder)
     result = evaluate_bapps(data, scorer, progress=False)
     two_afc, jnd = result.parts["2afc/val"], result.parts["jnd/val"]
     assert two_afc.categories == jnd.categories == sorted(CATEGORIES)

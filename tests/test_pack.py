@@ -8,8 +8,9 @@ import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
+import perceptual_fast.bapps.pack as pack_module
 from perceptual_fast.bapps.pack import FORMAT_VERSION, load_bapps, load_pack, pack_folder
-from perceptual_fast.bapps.reader import read_bapps
+from perceptual_fast.bapps.reader import ImageFiles, read_bapps
 from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
 
@@ -26,15 +27,16 @@ def pack(folder, tmp_path_factory):
 
 
 def test_round_trip_is_bit_exact_against_the_folder(folder, pack):
-    want, got = read_bapps(folder, splits=("all",), progress=False), load_pack(pack)
+    want, got = read_bapps(folder, splits=("all",)), load_pack(pack)
     assert set(got.parts) == set(want.parts) == {"2afc/train", "2afc/val", "jnd/val"}
     assert (got.size, got.synthetic, got.note) == (want.size, want.synthetic, want.note) == (64, True, want.note)
     for key, w in want.parts.items():
         g = got.parts[key]
         assert (g.task, g.split, g.categories, g.names) == (w.task, w.split, w.categories, w.names)
         assert g.images.keys() == w.images.keys()
+        decoded = w.materialized()
         for d in w.images:
-            assert g.images[d].dtype == torch.uint8 and torch.equal(g.images[d], w.images[d])
+            assert g.images[d].dtype == torch.uint8 and torch.equal(g.images[d], decoded.images[d])
         assert torch.equal(g.target, w.target) and torch.equal(g.category, w.category)
 
 
@@ -66,13 +68,46 @@ def test_pack_writes_atomically_and_leaves_no_temp_file(folder, tmp_path, monkey
     out = tmp_path / "p.safetensors"
     out.write_bytes(b"old pack")
 
-    def broken(*args, **kwargs):
-        raise OSError("disk full")
+    decode, calls = ImageFiles.decode, []
 
-    monkeypatch.setattr("perceptual_fast.bapps.pack.save_file", broken)
+    def fails_midway(self, i):  # the stream dies after part of the images was written
+        calls.append(i)
+        if len(calls) == 20:
+            raise OSError("disk full")
+        return decode(self, i)
+
+    monkeypatch.setattr(ImageFiles, "decode", fails_midway)
     with pytest.raises(OSError, match="disk full"):
-        pack_folder(folder, out, progress=False)
+        pack_folder(folder, out, workers=1, progress=False)
     assert out.read_bytes() == b"old pack" and list(tmp_path.iterdir()) == [out]
+
+
+def test_packing_streams_a_few_batches_not_the_data_set(folder, tmp_path, monkeypatch):
+    """The writer decodes one image kind at a time, at most a few batches ahead of what it wrote."""
+    monkeypatch.setattr("perceptual_fast.bapps.pack._IMAGE_BATCH", 2)
+    decode, written, worst = ImageFiles.decode, [0], [0]
+
+    def counted(self, i):
+        worst[0] = max(worst[0], decoded[0] + 1 - written[0])
+        decoded[0] += 1
+        return decode(self, i)
+
+    decoded = [0]
+    real_chunks = pack_module._chunks
+
+    def chunks(part, what, workers):
+        for chunk in real_chunks(part, what, workers):
+            yield chunk
+            if what not in ("target", "category"):
+                written[0] += chunk.shape[0]
+
+    monkeypatch.setattr(ImageFiles, "decode", counted)
+    monkeypatch.setattr(pack_module, "_chunks", chunks)
+    out = pack_folder(folder, tmp_path / "small-batches.safetensors", splits=("all",), workers=2, progress=False)
+    assert decoded[0] == written[0] == 3 * (6 + 2) * 2 + 2 * 5 * 2  # every image decoded exactly once
+    assert worst[0] <= 2 * (2 + 1)  # the batch being written plus two ahead, batches of 2
+    torch.testing.assert_close(load_pack(out).parts["2afc/val"].images["p1"],
+                               read_bapps(folder).parts["2afc/val"].materialized().images["p1"], rtol=0, atol=0)
 
 
 def test_truncated_corrupted_foreign_and_other_version_packs_fail_clearly(pack, tmp_path):

@@ -13,7 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import perceptual_fast as pf
+from perceptual_fast.bapps.evaluate import evaluate_bapps
+from perceptual_fast.bapps.pack import load_pack, pack_folder
+from perceptual_fast.bapps.synthetic import make_bapps
 from perceptual_fast.cli import main
+from perceptual_fast.cli.score_sources import BappsPairs
 from perceptual_fast.util.pipeline import DecodeStats, decoded_batches
 
 
@@ -162,3 +167,56 @@ def test_torchrun_two_ranks_write_the_file_one_process_writes(tmp_path):
         assert float(a["spatial"]) == pytest.approx(float(b["spatial"]), rel=1e-5)
     assert [json.loads(line)["name"] for line in open(tmp_path / "two.jsonl")] == [r["name"] for r in one]
     assert not list(tmp_path.glob("*.part"))
+
+
+@pytest.fixture(scope="module")
+def small_bapps(tmp_path_factory):
+    root = tmp_path_factory.mktemp("bapps")
+    folder = make_bapps(root / "b", triplets=5, jnd=3, categories=("noise", "blur"), progress=False)
+    return folder, pack_folder(folder, root / "b.safetensors", progress=False)
+
+
+def test_a_bapps_folder_or_pack_scores_every_compared_pair_as_the_evaluation_does(small_bapps, tmp_path):
+    """Rows ref-p0 and ref-p1 of each 2afc triplet and p0-p1 of each jnd pair, named by part, category and
+    item; the same numbers from the folder and the pack, and the per-item distances ``bapps`` evaluates."""
+    folder, pack = small_bapps
+    opts = ["--weights", "random", "--batch-size", "4", "--distance", "spatial,style", "--quiet"]
+    from_folder, from_pack = tmp_path / "folder.csv", tmp_path / "pack.csv"
+    assert main(["score", str(folder), "--csv", str(from_folder)] + opts) == 0
+    assert main(["score", str(pack), "--csv", str(from_pack)] + opts) == 0
+    rows, packed = list(csv.DictReader(open(from_folder))), list(csv.DictReader(open(from_pack)))
+    assert [r["name"] for r in rows][:3] == ["2afc/val/blur/000000:p0", "2afc/val/blur/000000:p1", "2afc/val/blur/000001:p0"]
+    assert len(rows) == 2 * 10 + 6 and rows[-1]["name"] == "jnd/val/noise/000002"
+    assert rows[0]["a"].endswith("2afc/val/blur/ref/000000.png") and rows[0]["b"].endswith("2afc/val/blur/p0/000000.png")
+    assert packed[-1]["b"] == f"{pack}#jnd/val/p1/5"
+    for r, p in zip(rows, packed):
+        assert (r["name"], r["spatial"], r["style"]) == (p["name"], p["spatial"], p["style"])
+    scorer = pf.Scorer("alexnet", weights="random", distances=("spatial", "style"))
+    result = evaluate_bapps(load_pack(pack), scorer, batch_size=4, progress=False)
+    by_name = {r["name"]: r for r in rows}
+    part = result.parts["2afc/val"]
+    for i, stem in enumerate(load_pack(pack).parts["2afc/val"].names):
+        category = part.categories[i // 5]
+        for side in ("d0", "d1"):
+            got = float(by_name[f"2afc/val/{category}/{stem}:p{side[1]}"]["style"])
+            assert got == pytest.approx(float(part.distances[side]["style"][i]), rel=1e-6)
+
+
+def test_a_bapps_run_resumes_pair_by_pair_and_shards_by_item(small_bapps, tmp_path):
+    """A file cut mid-triplet (one of its two rows written) resumes with the missing row only."""
+    folder, _ = small_bapps
+    opts = ["--weights", "random", "--batch-size", "3", "--quiet"]
+    whole, cut = tmp_path / "whole.csv", tmp_path / "cut.csv"
+    assert main(["score", str(folder), "--csv", str(whole)] + opts) == 0
+    lines = whole.read_text().splitlines(keepends=True)
+    cut.write_text("".join(lines[:8]) + lines[8][:20])  # header, 7 rows (3.5 triplets), half a row
+    assert main(["score", str(folder), "--csv", str(cut), "--resume"] + opts) == 0
+    got, want = list(csv.DictReader(open(cut))), list(csv.DictReader(open(whole)))
+    assert sorted(r["name"] for r in got) == sorted(r["name"] for r in want) and len(got) == len(want)
+    want_by_name = {r["name"]: r for r in want}
+    for r in got:
+        assert float(r["spatial"]) == pytest.approx(float(want_by_name[r["name"]]["spatial"]), rel=1e-6)
+    source = BappsPairs.load(folder, 4, None, ("val",), 1)
+    shares = [source.share(rank, 2) for rank in range(2)]
+    assert sorted(shares[0] + shares[1]) == sorted(source.names)
+    assert "2afc/val/blur/000000:p0" in shares[0] and "2afc/val/blur/000000:p1" in shares[0]  # a triplet stays whole

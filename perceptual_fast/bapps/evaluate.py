@@ -122,8 +122,7 @@ def _score_part(part: BappsPart, scorer: Optional[Scorer], baselines: Sequence[s
     image_dirs, _ = TASKS[part.task]
     sides = {"d0": ("ref", "p0"), "d1": ("ref", "p1")} if part.task == "2afc" else {"d": ("p0", "p1")}
     chunks: Dict[str, Dict[str, List[Tensor]]] = {s: {} for s in sides}
-    for start in range(0, len(part), batch_size):
-        batch = part.batch(start, min(start + batch_size, len(part)))
+    for _, batch in part.batches(batch_size):
         deep = {}
         if scorer is not None:
             if part.task == "2afc":

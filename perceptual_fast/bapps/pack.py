@@ -7,6 +7,11 @@ Tensors, for each part ``<task>/<split>`` (e.g. ``2afc/val``):
 Metadata (strings): ``format``, ``format_version``, ``size``, ``synthetic``, ``note``, ``source``,
 ``parts`` (JSON: categories and source file stems of every part) and ``content_hash`` (SHA-256
 of every tensor and of ``parts``), checked when the pack is loaded.
+
+A pack is written as a stream: the safetensors header first (every tensor's shape is known from the
+folder's listing), then each tensor's bytes in name order, images decoded batch by batch as they
+are written, the hash updated as they go; the header is rewritten with the hash at the end (its
+length does not change). Memory holds a few batches whatever the data set's size.
 """
 
 from __future__ import annotations
@@ -14,21 +19,26 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import struct
+from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence
+from typing import BinaryIO, Dict, Iterator, Mapping, Optional, Sequence, Tuple
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
 from torch import Tensor
 
 from ..util.atomic import write_atomically
 from ..util.progress import Progress
-from .reader import TASKS, Bapps, BappsPart, parse_splits, read_bapps
+from .reader import TASKS, Bapps, BappsPart, ImageSource, parse_splits, read_bapps
 
 FORMAT = "perceptual_fast.bapps"
 FORMAT_VERSION = "1"
 REPACK = "re-create it with `perceptual-fast pack DATASET_DIR -o FILE`"
+
+
+def _hash_prefix(name: str, dtype: torch.dtype, shape: Sequence[int]) -> bytes:
+    return f"{name}|{dtype}|{tuple(shape)}|".encode()
 
 
 def content_hash(tensors: Mapping[str, Tensor], parts_json: str, progress: Optional[Progress] = None) -> str:
@@ -36,7 +46,7 @@ def content_hash(tensors: Mapping[str, Tensor], parts_json: str, progress: Optio
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].contiguous()
-        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(_hash_prefix(name, t.dtype, t.shape))
         h.update(memoryview(t.view(torch.uint8).reshape(-1).numpy()))
         if progress is not None:
             progress.update(t.numel() * t.element_size())
@@ -49,26 +59,91 @@ def _parts_json(data: Bapps) -> str:
                       sort_keys=True)
 
 
-def write_pack(data: Bapps, out: os.PathLike) -> Path:
-    """Writes ``data`` to the safetensors pack ``out`` atomically (a temp file, then a rename)."""
-    out = Path(out)
-    tensors: Dict[str, Tensor] = {}
+# safetensors dtype codes of the tensors a pack holds
+_SAFETENSORS_DTYPE = {torch.uint8: "U8", torch.float32: "F32", torch.int64: "I64"}
+_IMAGE_BATCH = 256  # images decoded per write while packing a folder
+
+
+def _pack_tensors(data: Bapps) -> Dict[str, Tuple[torch.dtype, Tuple[int, ...], Tuple[BappsPart, str]]]:
+    """name -> (dtype, shape, (part, what)): what the pack will hold, with where each tensor comes from
+    (``what``: an image folder, ``target`` or ``category``)."""
+    out = {}
     for key, part in data.parts.items():
-        tensors.update({f"{key}/{d}": v.contiguous() for d, v in part.images.items()})
-        tensors[f"{key}/target"] = part.target.to(torch.float32).contiguous()
-        tensors[f"{key}/category"] = part.category.to(torch.int64).contiguous()
-    parts_json = _parts_json(data)
+        for d, v in part.images.items():
+            out[f"{key}/{d}"] = (torch.uint8, tuple(v.shape), (part, d))
+        out[f"{key}/target"] = (torch.float32, (len(part),), (part, "target"))
+        out[f"{key}/category"] = (torch.int64, (len(part),), (part, "category"))
+    return out
+
+
+def _chunks(part: BappsPart, what: str, workers: Optional[int]) -> Iterator[Tensor]:
+    """The tensor ``what`` of ``part`` in consecutive contiguous pieces (images decoded batch by batch)."""
+    if what in ("target", "category"):
+        yield getattr(part, what).to(torch.float32 if what == "target" else torch.int64).contiguous()
+        return
+    source: ImageSource = part.images[what]
+    if isinstance(source, Tensor):
+        yield source.contiguous()
+        return
+    for _, batch in replace(part, images={what: source}).batches(_IMAGE_BATCH, workers):
+        yield batch[what].permute(0, 2, 3, 1).contiguous()
+
+
+def _header(plan: Mapping[str, Tuple[torch.dtype, Tuple[int, ...], object]], metadata: Mapping[str, str]) -> bytes:
+    """The safetensors header (length prefix and JSON, space-padded to 8 bytes), tensors in name order."""
+    entries, offset = {}, 0
+    for name in sorted(plan):
+        dtype, shape, _ = plan[name]
+        nbytes = int(torch.Size(shape).numel()) * torch.empty((), dtype=dtype).element_size()
+        entries[name] = {"dtype": _SAFETENSORS_DTYPE[dtype], "shape": list(shape), "data_offsets": [offset, offset + nbytes]}
+        offset += nbytes
+    text = json.dumps({"__metadata__": dict(metadata), **entries}, separators=(",", ":")).encode()
+    text += b" " * (-len(text) % 8)
+    return struct.pack("<Q", len(text)) + text
+
+
+def _write_stream(f: BinaryIO, data: Bapps, metadata: Dict[str, str], workers: Optional[int], bar: Progress) -> None:
+    plan = _pack_tensors(data)
+    pending_hash = "0" * 64  # same length as the real one: the header is rewritten in place at the end
+    f.write(_header(plan, {**metadata, "content_hash": pending_hash}))
+    h = hashlib.sha256()
+    for name in sorted(plan):
+        dtype, shape, (part, what) = plan[name]
+        h.update(_hash_prefix(name, dtype, shape))
+        for chunk in _chunks(part, what, workers):
+            raw = memoryview(chunk.view(torch.uint8).reshape(-1).numpy())
+            h.update(raw)
+            f.write(raw)
+            if dtype == torch.uint8:
+                bar.update(chunk.shape[0])
+    h.update(metadata["parts"].encode())
+    f.seek(0)
+    f.write(_header(plan, {**metadata, "content_hash": h.hexdigest()}))
+    f.flush()
+    os.fsync(f.fileno())
+
+
+def write_pack(data: Bapps, out: os.PathLike, workers: Optional[int] = None, progress: bool = False) -> Path:
+    """Writes ``data`` (in memory or still on disk) to the safetensors pack ``out``, streamed (module
+    docstring), atomically (a temp file, then a rename). workers: decoding threads (default: all cores)."""
     metadata = {
         "format": FORMAT, "format_version": FORMAT_VERSION, "size": str(data.size), "synthetic": str(data.synthetic).lower(),
-        "note": data.note, "source": data.source, "parts": parts_json, "content_hash": content_hash(tensors, parts_json),
+        "note": data.note, "source": data.source, "parts": _parts_json(data),
     }
-    return write_atomically(out, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
+    images = sum(len(p) * len(p.images) for p in data.parts.values())
+    bar = Progress(images, f"packing {data.source}", "images", enabled=progress)
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            _write_stream(f, data, metadata, workers, bar)
+
+    return write_atomically(out, write)
 
 
 def pack_folder(root: os.PathLike, out: os.PathLike, size: int = 64, splits: Sequence[str] = ("val",),
                 workers: Optional[int] = None, progress: bool = True) -> Path:
-    """Reads the BAPPS folder ``root`` (all cores decoding) and writes it as the pack ``out``."""
-    return write_pack(read_bapps(root, size=size, splits=splits, workers=workers, progress=progress), out)
+    """Writes the BAPPS folder ``root`` as the pack ``out``, decoding as it writes (all cores by default)."""
+    return write_pack(read_bapps(root, size=size, splits=splits), out, workers=workers, progress=progress)
 
 
 def load_pack(path: os.PathLike, verify: bool = True, progress: bool = False) -> Bapps:
@@ -118,11 +193,11 @@ def load_pack(path: os.PathLike, verify: bool = True, progress: bool = False) ->
 
 def load_bapps(data: os.PathLike, size: Optional[int] = None, splits: Sequence[str] = ("val",), verify: bool = True,
                progress: bool = True) -> Bapps:
-    """A BAPPS folder (read and decoded, ``size`` default 64) or a pack (memory-mapped; ``size``, if
+    """A BAPPS folder (listed, its images decoded as used; ``size`` default 64) or a pack (memory-mapped; ``size``, if
     given, must match it), restricted to ``splits``."""
     wanted = parse_splits(splits)
     if not Path(data).is_file():
-        return read_bapps(data, size=size or 64, splits=wanted, progress=progress)
+        return read_bapps(data, size=size or 64, splits=wanted)
     bapps = load_pack(data, verify=verify, progress=progress)
     if size is not None and size != bapps.size:
         raise ValueError(f"pack {str(data)!r} holds {bapps.size}x{bapps.size} images, not {size}x{size}: "

@@ -1,7 +1,8 @@
-"""``perceptual-fast score``: distances between two images, two folders paired by name, or the pairs
-of a CSV/TSV list, streamed: decode workers feed the trunk in batches of one image size, results go
-to ``--csv`` / ``--jsonl`` as they come (flushed per batch), unreadable pairs become error rows, and
-``--resume`` skips the pairs already written. Without an output file the table (or ``--json``) is
+"""``perceptual-fast score``: distances between two images, two folders paired by name, the pairs
+of a CSV/TSV list, or the pairs of a BAPPS folder or pack (``score_sources``), streamed: decode
+workers feed the trunk in batches of one image size, results go to ``--csv`` / ``--jsonl`` as they
+come (flushed per batch), unreadable pairs become error rows, and ``--resume`` skips the pairs
+already written. Without an output file the table (or ``--json``) is
 printed at the end.
 
 Exit status: 0 when every pair scored, 3 when some failed (listed at the end), 2 on bad arguments.
@@ -17,26 +18,29 @@ import time
 from pathlib import Path
 from typing import Dict, List
 
-import torch
-
+from ..bapps.reader import parse_splits
 from ..util.distributed import barrier, rank_and_world
 from ..util.images import format_notes, pair_paths, read_pair_list
-from ..util.pipeline import DecodeStats, Pair, PairBatch, decoded_batches
+from ..util.pipeline import DecodeStats
 from ..util.progress import Progress
 from ..util.rows import RowWriter, merge_parts, names_in, part_path
 from ..util.tables import format_table
 from .options import add_scorer_options, build_scorer, weights_label
+from .score_sources import BappsPairs, FilePairs, is_bapps
 
 
 def add_parser(sub) -> None:
-    p = sub.add_parser("score", help="distances between two images, two folders paired by name, or a list of pairs")
-    p.add_argument("a", nargs="?", help="image file or folder")
+    p = sub.add_parser("score", help="distances between two images, two folders paired by name, a list of pairs, "
+                                     "or the pairs of a BAPPS folder or pack")
+    p.add_argument("a", nargs="?", help="image file or folder; alone: a BAPPS folder or pack")
     p.add_argument("b", nargs="?", help="image file or folder (same names as in a)")
     p.add_argument("--recursive", action="store_true", help="pair folders by relative path, into subfolders")
     p.add_argument("--pairs", type=Path, default=None,
                    help="a CSV/TSV pair list instead of a and b: rows a,b[,name], paths relative to the list")
     add_scorer_options(p, "spatial", None)
-    p.add_argument("--size", type=int, default=None, help="resize every image to SIZE x SIZE first (PIL bilinear)")
+    p.add_argument("--size", type=int, default=None,
+                   help="resize every image to SIZE x SIZE first (PIL bilinear; a BAPPS folder: default 64)")
+    p.add_argument("--split", default="val", help="a BAPPS folder or pack: val, train or all, comma-separated (default: val)")
     p.add_argument("--per-layer", action="store_true", help="report every layer's term")
     p.add_argument("--csv", type=Path, default=None, help="write one row per pair to this CSV file as pairs are scored")
     p.add_argument("--jsonl", type=Path, default=None, help="write one JSON object per pair to this file as pairs are scored")
@@ -47,30 +51,26 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _pairs(args: argparse.Namespace) -> List[Pair]:
+def _source(args: argparse.Namespace, stats: DecodeStats):
+    """What to score (``score_sources``): file pairs, or the pairs of a BAPPS folder or pack."""
     if args.pairs is not None:
         if args.a is not None or args.b is not None:
             raise ValueError("give two images or folders, or --pairs LIST, not both")
-        return read_pair_list(args.pairs)
+        return FilePairs(read_pair_list(args.pairs), args.batch_size, args.size, args.workers, stats)
+    if args.a is not None and args.b is None and is_bapps(Path(args.a)):
+        return BappsPairs.load(Path(args.a), args.batch_size, args.size, parse_splits(args.split.split(",")), args.workers)
     if args.a is None or args.b is None:
-        raise ValueError("give two image files, two folders, or --pairs LIST")
-    return pair_paths(Path(args.a), Path(args.b), recursive=args.recursive)
-
-
-def _rows(batch: PairBatch, scorer, per_layer: bool) -> List[Dict[str, object]]:
-    """One row per pair of the batch: its distances, or its error."""
-    if batch.a is None:
-        return [{"name": n, "a": str(pa), "b": str(pb), "error": e} for (n, pa, pb), e in zip(batch.pairs, batch.errors)]
-    with torch.no_grad():
-        d = scorer.distance(batch.a, batch.b, per_layer=per_layer)
-    return [{"name": n, "a": str(pa), "b": str(pb), **{k: (v[i].tolist() if per_layer else float(v[i])) for k, v in d.items()},
-             "error": ""} for i, (n, pa, pb) in enumerate(batch.pairs)]
+        raise ValueError("give two image files, two folders, --pairs LIST, or one BAPPS folder or pack "
+                         "(a folder holding 2afc/ or jnd/, or a .safetensors file from `perceptual-fast pack`)")
+    return FilePairs(pair_paths(Path(args.a), Path(args.b), recursive=args.recursive), args.batch_size, args.size,
+                     args.workers, stats)
 
 
 def run(args: argparse.Namespace) -> int:
     if args.resume and not (args.csv or args.jsonl):
         raise ValueError("--resume needs --csv or --jsonl (the file to resume)")
-    pairs = _pairs(args)
+    stats = DecodeStats()
+    source = _source(args, stats)
     if args.device == "cuda" and "LOCAL_RANK" in os.environ:  # torchrun: one GPU per rank
         args.device = f"cuda:{int(os.environ['LOCAL_RANK'])}"
     scorer = build_scorer(args)
@@ -86,7 +86,8 @@ def run(args: argparse.Namespace) -> int:
             done |= names_in(target[path], jsonl)
             if world > 1:
                 done |= names_in(path, jsonl, repair=False)
-    todo = [p for p in pairs[rank::world] if p[0] not in done]
+    share = source.share(rank, world)
+    todo = [name for name in share if name not in done]
     to_files = bool(outputs)
     layers = len(scorer.trunk.tap_channels) if args.per_layer else None
     writer = (RowWriter(target.get(args.csv), target.get(args.jsonl), scorer.distances, layers, args.resume)
@@ -95,11 +96,9 @@ def run(args: argparse.Namespace) -> int:
     failures: List[str] = []
     show = not args.quiet and (args.progress or sys.stderr.isatty())
     progress = Progress(len(todo), "score" if world == 1 else f"score rank {rank}/{world}", "pairs", enabled=show)
-    start, scored, stats = time.perf_counter(), 0, DecodeStats()
+    start, scored = time.perf_counter(), 0
     try:
-        for batch in decoded_batches(todo, args.batch_size, args.size, args.workers, stats=stats,
-                                     pin_memory=scorer.device.type == "cuda"):
-            rows = _rows(batch, scorer, args.per_layer)
+        for rows in source.rows(scorer, args.per_layer, done, rank, world):
             if writer is not None:
                 writer.write(rows)
             else:
@@ -114,14 +113,14 @@ def run(args: argparse.Namespace) -> int:
         barrier()
         if rank == 0:
             for path, jsonl in outputs:
-                merge_parts(path, [part_path(path, r) for r in range(world)], [p[0] for p in pairs], jsonl, args.resume,
+                merge_parts(path, [part_path(path, r) for r in range(world)], source.names, jsonl, args.resume,
                             writer.columns)
     seconds = time.perf_counter() - start
     if not to_files:
-        _print_results(args, scorer, pairs, results)
+        _print_results(args, scorer, source.names, results)
     for line in format_notes(stats.notes):
         print(line, file=sys.stderr)
-    skipped = f", {len(done & {p[0] for p in pairs[rank::world]})} already done" if args.resume else ""
+    skipped = f", {len(done & set(share))} already done" if args.resume else ""
     print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.1f} s "
           f"({scored / max(seconds, 1e-9):.1f} pairs/s)", file=sys.stderr)
     if failures:
@@ -132,9 +131,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_results(args: argparse.Namespace, scorer, pairs: List[Pair], results: Dict[str, Dict[str, object]]) -> None:
-    """The table (or --json) of a small run, in input order; failed pairs show their error."""
-    ordered = [name for name, _, _ in pairs]
+def _print_results(args: argparse.Namespace, scorer, ordered: List[str], results: Dict[str, Dict[str, object]]) -> None:
+    """The table (or --json) of a small run, in input order (``ordered`` names); failed pairs show their error."""
     if args.json:
         doc = {"trunk": args.trunk, "weights": weights_label(args), "lin": args.lin, "distances": list(scorer.distances),
                "pairs": [{"name": n, **{k: v for k, v in results[n].items() if k not in ("a", "b") and (k != "error" or v)}}

@@ -59,8 +59,7 @@ def channel_terms(scorer: Scorer, part: BappsPart, batch_size: int = 64, progres
     ``e_lc = mean_hw (yhat_ref - yhat_p)^2`` at channel c of tap l (p = p0, p1)."""
     out: Tuple[List[List[Tensor]], List[List[Tensor]]] = ([], [])
     bar = Progress(len(part), "trunk features", "triplets", enabled=progress)
-    for start in range(0, len(part), batch_size):
-        batch = part.batch(start, min(start + batch_size, len(part)))
+    for _, batch in part.batches(batch_size):
         n = batch["ref"].shape[0]
         taps = scorer.features(torch.cat([batch["ref"], batch["p0"], batch["p1"]]))
         for side in (0, 1):

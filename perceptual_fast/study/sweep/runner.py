@@ -21,7 +21,7 @@ from torch import nn
 
 from ...bapps.evaluate import evaluate_bapps
 from ...bapps.pack import load_bapps
-from ...bapps.reader import Bapps, BappsPart
+from ...bapps.reader import Bapps
 from ...scorer import Scorer
 from ...trunks import trunk_name
 from ...util.atomic import write_text_atomically
@@ -43,8 +43,9 @@ def device_bapps(data: os.PathLike, device: torch.device, progress: bool = True)
     parts = {k: p for k, p in bapps.parts.items() if p.task in ("2afc", "jnd")}
     if not any(p.task == "2afc" for p in parts.values()):
         raise ValueError(f"{str(data)!r} holds no 2afc/val part; the sweep scores BAPPS 2AFC triplets")
-    moved = {k: BappsPart(p.task, p.split, {d: v.to(device, copy=True) for d, v in p.images.items()}, p.target.clone(),
-                          p.category.clone(), p.categories, p.names) for k, p in parts.items()}
+    bar = Progress(sum(len(p) * len(p.images) for p in parts.values()), f"images to {device}", "images",
+                   enabled=progress)
+    moved = {k: p.materialized(device, progress=bar) for k, p in parts.items()}
     return Bapps(moved, bapps.size, bapps.source, bapps.synthetic, bapps.note)
 
 
