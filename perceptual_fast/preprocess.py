@@ -37,13 +37,16 @@ def parse_range(spec: RangeSpec) -> Tuple[float, float]:
     return lo, hi
 
 
-def check_images(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1) -> Tuple[float, float]:
+def check_images(x: Tensor, name: str = "images", input_range: RangeSpec = None, min_size: int = 1,
+                 check_values: bool = True) -> Tuple[float, float]:
     """Validates a batch of images; returns the value range of its convention: (0, 255) for uint8,
     else ``input_range`` (default (-1, 1)).
 
     x: ``[N, 3, H, W]`` uint8 (0..255) or float in ``input_range``.
     name: what the caller calls this tensor, used in error messages.
     min_size: the smallest height and width the trunk's taps allow.
+    check_values: also check the values (finite, within the range; a device sync). Off, any float
+        value passes, as in the ``lpips`` package: a loss on unconstrained network outputs.
     """
     if not isinstance(x, Tensor):
         raise ValueError(f"{name} must be a torch.Tensor [N, 3, H, W]; got {type(x).__name__} (use torch.as_tensor)")
@@ -68,6 +71,8 @@ def check_images(x: Tensor, name: str = "images", input_range: RangeSpec = None,
         return 0.0, 255.0
     if not x.is_floating_point():
         raise ValueError(f"{name} has dtype {x.dtype}; give uint8 (0..255) or floating-point images")
+    if not check_values:
+        return parse_range(input_range)
     lo, hi = x.detach().aminmax()
     lo, hi = float(lo), float(hi)
     if not (torch.isfinite(torch.tensor([lo, hi])).all()):

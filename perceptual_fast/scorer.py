@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import os
 import threading
@@ -50,6 +51,8 @@ class Scorer:
     memory_format: the trunk's layout: ``"channels_last"``, ``"contiguous"`` (NCHW) or ``"auto"``:
         channels_last on the CPU (the fastest layout there for every trunk; the cpp kernel reads its
         taps in place), NCHW on CUDA (the GPU kernels read NCHW taps).
+    check_values: check that float images are finite and in ``input_range`` (default). False skips
+        it (no device sync per call), for a loss on unconstrained outputs as the ``lpips`` package.
     """
 
     def __init__(
@@ -66,6 +69,7 @@ class Scorer:
         trunk_config: Optional[Mapping[str, object]] = None,
         compile: Union[bool, str] = False,
         memory_format: str = "auto",
+        check_values: bool = True,
     ):
         if precision not in _PRECISIONS:
             raise ValueError(f"precision {precision!r} is not supported; choose one of {', '.join(_PRECISIONS)}")
@@ -77,6 +81,7 @@ class Scorer:
         self.backend = backend
         parse_range(input_range)
         self.input_range = input_range
+        self.check_values = check_values
         if isinstance(trunk, (str, os.PathLike)):
             module = load_trunk(trunk, weights, seed=seed, head=False, **dict(trunk_config or {}))
         else:
@@ -118,7 +123,7 @@ class Scorer:
         """Validates each named batch ``[N, 3, H, W]`` (same shapes) and returns them concatenated in
         LPIPS's scaled space, ``[k N, 3, H, W]`` in the scorer's dtype and device."""
         items = list(named.items())
-        ranges = [check_images(x, name, self.input_range, self.min_size) for name, x in items]
+        ranges = [check_images(x, name, self.input_range, self.min_size, self.check_values) for name, x in items]
         for name, x in items[1:]:
             check_same_shape(items[0][1], x, items[0][0], name)
         return scaled_batch([(x, r) for (_, x), r in zip(items, ranges)], self.dtype, self.device, self.memory_format)
@@ -128,33 +133,84 @@ class Scorer:
         return self._taps(self._scaled({"images": x}))
 
     def _taps(self, x: Tensor) -> List[Tensor]:
-        """x: LPIPS-scaled images ``[N, 3, H, W]`` -> the trunk's taps."""
-        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), \
-                torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.autocast):
+        """x: LPIPS-scaled images ``[N, 3, H, W]`` -> the trunk's taps.
+
+        With ``precision="bf16"`` the trunk runs under bfloat16 autocast; otherwise under whatever
+        autocast the caller has on (a training loop's ``torch.autocast``), as any module would.
+        """
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), autocast:
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
             taps = list(forward_taps(x))
-        if self.autocast and not all(t.dtype == torch.bfloat16 for t in taps):
-            # Mixed tap dtypes (e.g. a ViT's float32 residual stream): one dtype for the fused op.
+        if len({t.dtype for t in taps}) > 1:
+            # Mixed tap dtypes (e.g. a ViT's float32 residual stream under autocast): one dtype for the fused op.
             taps = [t.float() for t in taps]
         # All-bf16 taps go to the fused op as they are: the kernels read bf16 and accumulate in float32.
         return taps
 
-    def _terms(self, scaled: Tensor, k: int) -> tuple:
-        """One trunk pass over ``k`` batches concatenated in ``scaled`` ``[k N, 3, H, W]``, then the
-        distance op of every later batch against the first."""
-        n = scaled.shape[0] // k
-        taps = self._taps(scaled)
-        split = [[t[i * n : (i + 1) * n] for t in taps] for i in range(k)]
-        terms = fused_distance(*split, distances=self.distances, lin=self.lin, backend=self.backend)
+    def _head(self, *taps: List[Tensor]) -> object:
+        """The fused distance op of every later tap list against the first, in float32 or wider.
+
+        Outside autocast (whose bf16 matmuls would round the style Gram products). Taps of reduced
+        precision (an autocast trunk) go to float32 first when gradients flow through them (the
+        differentiable head then accumulates in float32) or when the lists differ in dtype.
+        """
+        grads = torch.is_grad_enabled() and any(t.requires_grad for ts in taps for t in ts)
+        if grads or len({t.dtype for ts in taps for t in ts}) > 1:
+            taps = tuple([t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in ts] for ts in taps)
+        with torch.autocast(self.device.type, enabled=False):
+            return fused_distance(*taps, distances=self.distances, lin=self.lin, backend=self.backend)
+
+    def _input_taps(self, named: Mapping[str, Tensor]) -> List[List[Tensor]]:
+        """The taps of each named batch ``[N, 3, H, W]`` (validated, same shapes), in order.
+
+        One trunk pass over all of them, or, when gradients are on and only some of them require
+        grad (a loss: a prediction against a fixed target), one pass with grad over those and one
+        under ``no_grad`` over the others: the others then save no activations for backward and
+        get no input gradient computed.
+        """
+        items = list(named.items())
+        wants = [torch.is_grad_enabled() and isinstance(x, Tensor) and x.requires_grad for _, x in items]
+        groups = [[i for i in range(len(items))]] if all(wants) or not any(wants) else \
+            [[i for i, w in enumerate(wants) if w], [i for i, w in enumerate(wants) if not w]]
+        if len(groups) > 1:
+            for name, x in items[1:]:  # each group is validated below; this checks across groups
+                check_same_shape(items[0][1], x, items[0][0], name)
+        out: List[List[Tensor]] = [[] for _ in items]
+        for group in groups:
+            with torch.set_grad_enabled(torch.is_grad_enabled() and wants[group[0]]):
+                taps = self._taps(self._scaled({items[i][0]: items[i][1] for i in group}))
+            n = items[group[0]][1].shape[0]
+            for j, i in enumerate(group):
+                out[i] = [t[j * n : (j + 1) * n] for t in taps]
+        return out
+
+    def _terms(self, named: Mapping[str, Tensor]) -> tuple:
+        """The distance op of every later named batch against the first (taps from ``_input_taps``)."""
+        terms = self._head(*self._input_taps(named))
         return terms if isinstance(terms, tuple) else (terms,)
 
-    def distance(self, x0: Tensor, x1: Tensor, per_layer: bool = False) -> Dict[str, Tensor]:
-        """Distances between ``x0`` and ``x1`` (``[N, 3, H, W]`` each, paired by index).
+    def target(self, y: Tensor) -> "Target":
+        """The taps of fixed images ``y`` ``[N, 3, H, W]``, computed once without gradients, for later
+        ``distance(x, target)`` calls (a loss against a fixed reference: its trunk pass is not repeated)."""
+        with torch.no_grad():
+            (taps,) = self._input_taps({"target": y})
+        return Target(self, tuple(y.shape), taps)
+
+    def distance(self, x0: Tensor, x1: Union[Tensor, "Target"], per_layer: bool = False) -> Dict[str, Tensor]:
+        """Distances between ``x0`` and ``x1`` (``[N, 3, H, W]`` each, paired by index), or between ``x0``
+        and a :class:`Target` of this Scorer (``scorer.target(y)``: its taps are reused).
 
         Returns ``{name: [N]}``, or ``{name: [N, L]}`` per layer with ``per_layer=True``.
-        Differentiable with respect to the images when they require grad.
+        Differentiable with respect to the images that require grad; the trunk's backward runs only
+        through those (see ``_input_taps``).
         """
-        (terms,) = self._terms(self._scaled({"x0": x0, "x1": x1}), 2)
+        if isinstance(x1, Target):
+            taps1 = x1.taps_for(self, x0)
+            (taps0,) = self._input_taps({"x0": x0})
+            terms = self._head(taps0, taps1)
+        else:
+            (terms,) = self._terms({"x0": x0, "x1": x1})
         return terms if per_layer else {k: v.sum(dim=1) for k, v in terms.items()}
 
     def score(self, batch: Mapping[str, Tensor], per_layer: bool = False) -> Dict[str, object]:
@@ -168,9 +224,8 @@ class Scorer:
         missing = [k for k in ("ref", "p0", "p1") if k not in batch]
         if missing:
             raise ValueError(f"batch is missing {missing}; it needs 'ref', 'p0', 'p1' ([N, 3, H, W]) and optional 'judge' ([N])")
-        scaled = self._scaled({k: batch[k] for k in ("ref", "p0", "p1")})
-        judge = optional_judge(batch.get("judge"), scaled.shape[0] // 3)
-        terms0, terms1 = self._terms(scaled, 3)
+        terms0, terms1 = self._terms({k: batch[k] for k in ("ref", "p0", "p1")})  # validates the images
+        judge = optional_judge(batch.get("judge"), batch["ref"].shape[0])
         d0 = {k: v.sum(dim=1) for k, v in terms0.items()}
         d1 = {k: v.sum(dim=1) for k, v in terms1.items()}
         out: Dict[str, object] = {"d0": terms0 if per_layer else d0, "d1": terms1 if per_layer else d1}
@@ -179,6 +234,25 @@ class Scorer:
             out["2afc"] = agreement
             out["2afc_mean"] = {k: float(v.mean()) for k, v in agreement.items()}
         return out
+
+
+class Target:
+    """Tap features of fixed images made by ``Scorer.target(y)``: L detached maps ``[N, C_l, H_l, W_l]``
+    in the Scorer's dtype and device, and the images' shape ``(N, 3, H, W)``. Pass it as the second
+    argument of that Scorer's ``distance``."""
+
+    def __init__(self, scorer: "Scorer", shape: tuple, taps: List[Tensor]):
+        self.scorer, self.shape, self.taps = scorer, shape, taps
+
+    def taps_for(self, scorer: "Scorer", x: Tensor) -> List[Tensor]:
+        """The taps, after checking that ``scorer`` made them and ``x`` has the images' shape."""
+        if scorer is not self.scorer:
+            raise ValueError("this target was made by another Scorer (other trunk or settings); "
+                             "make it with the Scorer that computes the distance: scorer.target(y)")
+        if tuple(x.shape) != self.shape:
+            raise ValueError(f"images of shape {tuple(x.shape)} against a target of shape {self.shape}: "
+                             "they must match (paired by index)")
+        return self.taps
 
 
 # pf.score keeps the Scorers it built, least recently used first, at most this many (each holds a

@@ -51,11 +51,12 @@ def _check_pair(y0: Tensor, y1: Tensor) -> None:
         )
 
 
-def spatial_term(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-    """``mean_hw sum_c w_c (ŷ0 - ŷ1)^2`` (the paper's Eq. 1; LPIPS with ``weight``).
+def spatial_map(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """``sum_c w_c (ŷ0 - ŷ1)^2`` at every position: the map whose mean is :func:`spatial_term`
+    (LPIPS's ``spatial=True`` output before upsampling).
 
     y0, y1: ``[N, C, H, W]`` float. weight: ``[C]`` non-negative, or None for w_c = 1.
-    Returns ``[N]`` in the input dtype.
+    Returns ``[N, 1, H, W]`` in the input dtype.
     """
     _check_pair(y0, y1)
     diff = (normalize_channels(y0) - normalize_channels(y1)) ** 2
@@ -63,7 +64,16 @@ def spatial_term(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Ten
         if weight.shape != (y0.shape[1],):
             raise ValueError(f"channel weights must have shape [{y0.shape[1]}], got {tuple(weight.shape)}")
         diff = diff * weight.to(diff.dtype).view(1, -1, 1, 1)
-    return diff.sum(dim=1).mean(dim=(1, 2))
+    return diff.sum(dim=1, keepdim=True)
+
+
+def spatial_term(y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
+    """``mean_hw sum_c w_c (ŷ0 - ŷ1)^2`` (the paper's Eq. 1; LPIPS with ``weight``).
+
+    y0, y1: ``[N, C, H, W]`` float. weight: ``[C]`` non-negative, or None for w_c = 1.
+    Returns ``[N]`` in the input dtype.
+    """
+    return spatial_map(y0, y1, weight).mean(dim=(1, 2, 3))
 
 
 def meanpool_term(y0: Tensor, y1: Tensor) -> Tensor:
