@@ -1,7 +1,7 @@
 // pybind11 module perceptual_fast._C. It takes raw data pointers (Tensor.data_ptr()) with
 // shapes and strides rather than torch tensors, so the extension does not link against libtorch:
 // it builds in seconds, without torch in the build environment, and works with any torch version.
-// The Python wrapper (perceptual_fast/backends/cpp.py) checks dtype, device and layout first.
+// The Python wrappers (perceptual_fast/ops/fused_distance/cpu.py, cuda.py) check dtype, device and layout first.
 #include <omp.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
@@ -21,6 +21,9 @@ namespace {
 // (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin, channels_last) per layer.
 using LayerTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t,
                               std::int64_t, std::int64_t, std::int64_t, std::uintptr_t, bool>;
+
+// (grad0, grad1, grad2, stride0, stride1, stride2) per layer: where the backward writes each map's gradient.
+using GradTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t, std::int64_t>;
 
 perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std::int64_t batch, int count,
                                      unsigned distances, const std::string& element, std::uintptr_t out) {
@@ -64,6 +67,24 @@ PYBIND11_MODULE(_C, m) {
       "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
       "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
       "1 lpips, 2 spatial, 4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
+
+  m.def(
+      "fused_distance_backward_cpu",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
+         const std::string& element, std::uintptr_t grad_terms, const std::vector<GradTuple>& grads) {
+        const auto args = make_args(layers, batch, count, distances, element, grad_terms);
+        std::vector<perceptual_fast::GradLayerArgs> rows;
+        for (const auto& t : grads) {
+          rows.push_back({{std::get<0>(t), std::get<1>(t), std::get<2>(t)}, {std::get<3>(t), std::get<4>(t), std::get<5>(t)}});
+        }
+        py::gil_scoped_release release;
+        perceptual_fast::fused_distance_backward_cpu(args, rows);
+      },
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"),
+      py::arg("grad_terms"), py::arg("grads"),
+      "Backward of lpips, spatial and meanpool. layers, batch, count, distances, element: as fused_distance_cpu.\n"
+      "grad_terms: float32 [4, count - 1, N, L] upstream gradient. grads: (g0, g1, g2, stride0, stride1, stride2) per\n"
+      "layer: float32 outputs laid out as that layer's maps (0: no gradient for that map).");
 
 #ifdef PERCEPTUAL_FAST_WITH_CUDA
   m.def(

@@ -40,6 +40,18 @@ ElementType parse_element_type(const std::string& name);
 // CPU: OpenMP over (sample, layer) work items, largest layers first. float32 or bfloat16 maps.
 void fused_distance_cpu(const FusedArgs& args);
 
+// Where the backward writes the gradients of one layer: float32 maps laid out as that layer's
+// inputs (NCHW or channels_last samples), each with its batch stride; 0 for a map that needs none.
+struct GradLayerArgs {
+  std::uintptr_t grads[3];
+  std::int64_t batch_stride[3];
+};
+
+// CPU backward of lpips, spatial and meanpool (kernels/cpu/fused_distance_backward.h): `args` as
+// for the forward except that `out` is the upstream gradient, float32 [4, count - 1, N, L] (read,
+// slot order); every element of every requested gradient is written. float32 or bfloat16 maps.
+void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
+
 // CUDA (only when built with PERCEPTUAL_FAST_CUDA): three kernel launches on `stream` (a
 // cudaStream_t); maps, lin and out are device pointers. float32, bfloat16 or float16 maps; at most
 // kMaxCudaBatch samples (grid axis 1). `workspace` is device memory of at least

@@ -2,8 +2,9 @@
 
 The op the Scorer calls. This folder holds all of it: the API and the dispatch (here), the plain
 PyTorch reference (``reference.py``, also the differentiable ``torch`` backend), and one small
-wrapper per kernel backend: ``cpu.py`` (``cpp``) and ``cuda.py`` on the compiled ``_C`` (both
-through ``extension.py``), ``triton.py`` (launcher of kernels/triton/fused_distance.py). The
+wrapper per kernel backend: ``cpu.py`` (``cpp``, with a backward) and ``cuda.py`` on the compiled
+``_C`` (both through ``extension.py``), ``triton.py`` (launcher of kernels/triton/fused_distance.py);
+``autograd.py`` runs a backend that has a backward under autograd. The
 kernels themselves are in kernels/ and csrc/; the tests in tests/ops/fused_distance/; the
 benchmark in bench/fused_distance.py. docs/design.md states the numerical contract.
 
@@ -22,6 +23,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .autograd import differentiable_compute
 from .backend import Backend, BackendUnavailable, DistanceRequest, Terms
 from .cpu import CppBackend
 from .cuda import CudaBackend
@@ -56,8 +58,9 @@ def backend_reasons(request: DistanceRequest) -> Dict[str, List[str]]:
     kind and kept.
     """
     tensors = request.tensors
+    lin_grad = request.lin is not None and any(w.requires_grad for w in request.lin)
     kind = (tuple(sorted({str(t.device) for t in tensors})), tuple(sorted({str(t.dtype) for t in tensors})),
-            request.needs_grad, os.environ.get("TRITON_INTERPRET"))
+            request.needs_grad, lin_grad, os.environ.get("TRITON_INTERPRET"))
     if kind not in _REASONS:
         _REASONS[kind] = {b.name: b.unsupported(request) for b in BACKENDS.values()}
     return _REASONS[kind]
@@ -87,10 +90,12 @@ def run_request(request: DistanceRequest, backend: str = "auto") -> List[Terms]:
     """
     name, _ = dispatch_plan(request, backend)
     impl = BACKENDS[name]
+    # a backend with its own backward runs under autograd when gradients are needed (autograd.py)
+    compute = (lambda r: differentiable_compute(impl, r)) if impl.has_backward and request.needs_grad else impl.compute
     batch = request.feats[0][0].shape[0]
     if impl.max_batch is None or batch <= impl.max_batch:
-        return impl.compute(request)
-    parts = [impl.compute(_batch_slice(request, start, start + impl.max_batch)) for start in range(0, batch, impl.max_batch)]
+        return compute(request)
+    parts = [compute(_batch_slice(request, start, start + impl.max_batch)) for start in range(0, batch, impl.max_batch)]
     return [{d: torch.cat([part[q][d] for part in parts]) for d in request.distances} for q in range(len(parts[0]))]
 
 

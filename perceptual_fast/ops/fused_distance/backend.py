@@ -42,6 +42,9 @@ class Backend:
     name = "?"
     max_batch: Optional[int] = None
     """The most samples one ``compute`` call takes (None: no limit); the dispatcher splits bigger batches."""
+    has_backward = False
+    """Whether ``backward`` is implemented: the dispatcher then runs the backend under autograd
+    (``autograd.FusedDistanceFunction``) when gradients are needed."""
 
     def unsupported(self, request: DistanceRequest) -> List[str]:
         """Why this backend cannot take ``request`` (empty list: it can)."""
@@ -49,6 +52,13 @@ class Backend:
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
         """One ``{name: [N, L]}`` per comparison (a-b, then a-c for a triplet)."""
+        raise NotImplementedError
+
+    def backward(self, request: DistanceRequest, grad_terms: List[Terms],
+                 needs: Sequence[Sequence[bool]]) -> List[List[Optional[Tensor]]]:
+        """The gradient of ``sum_q sum_d <terms_q[d], grad_terms[q][d]>`` with respect to every map:
+        ``[list][layer]``, each like that map (its shape and dtype), or None where ``needs[list][layer]``
+        is False. ``grad_terms``: one ``{name: [N, L]}`` per comparison, as ``compute`` returns."""
         raise NotImplementedError
 
 
@@ -62,15 +72,24 @@ def one_device_reasons(request: DistanceRequest) -> List[str]:
     return [] if len(devices) == 1 else [f"all features must be on one device, got {sorted(map(str, devices))}"]
 
 
-def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dtype]) -> List[str]:
-    """Reasons a kernel without backward that takes one dtype among ``dtypes`` cannot run ``request``."""
+def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dtype], has_backward: bool = False,
+                           grad_dtypes: Collection[torch.dtype] = ()) -> List[str]:
+    """Reasons a kernel that takes one dtype among ``dtypes`` cannot run ``request``: with gradients
+    needed, it must have a backward, for maps of ``grad_dtypes``, and the lpips weights must not
+    require grad (no gradient is computed for them)."""
     reasons = []
     seen = {t.dtype for t in request.tensors}
     if len(seen) != 1 or not seen <= set(dtypes):
         names = ", ".join(str(d).replace("torch.", "") for d in dtypes)
         reasons.append(f"it takes features of one dtype among {names}, got {sorted(map(str, seen))}")
     if request.needs_grad:
-        reasons.append("it has no backward and gradients are needed")
+        if not has_backward:
+            reasons.append("it has no backward and gradients are needed")
+        elif not seen <= set(grad_dtypes):
+            names = ", ".join(str(d).replace("torch.", "") for d in grad_dtypes)
+            reasons.append(f"its backward takes features of one dtype among {names}, got {sorted(map(str, seen))}")
+        if request.lin is not None and any(w.requires_grad for w in request.lin):
+            reasons.append("the lpips weights require grad, and its backward gives gradients for the features only")
     return reasons
 
 

@@ -25,9 +25,11 @@ def load_extension():
 
 
 def extension_kernel_reasons(
-    request: DistanceRequest, device_type: str, dtypes: Collection[torch.dtype], needs_cuda_build: bool = False
+    request: DistanceRequest, device_type: str, dtypes: Collection[torch.dtype], needs_cuda_build: bool = False,
+    grad_dtypes: Collection[torch.dtype] = (),
 ) -> List[str]:
-    """Why a ``_C`` kernel for ``device_type`` tensors cannot run ``request`` (empty: it can)."""
+    """Why a ``_C`` kernel for ``device_type`` tensors cannot run ``request`` (empty: it can);
+    ``grad_dtypes``: the map dtypes its backward takes (none: it has no backward)."""
     reasons = []
     ext = load_extension()
     if isinstance(ext, ImportError):
@@ -36,7 +38,7 @@ def extension_kernel_reasons(
         reasons.append("perceptual_fast._C was built without CUDA (PERCEPTUAL_FAST_CUDA=OFF or no nvcc at build time)")
     if any(t.device.type != device_type for t in request.tensors):
         reasons.append(f"it runs on {device_type.upper()} tensors only")
-    return reasons + one_device_reasons(request) + dtype_and_grad_reasons(request, dtypes)
+    return reasons + one_device_reasons(request) + dtype_and_grad_reasons(request, dtypes, bool(grad_dtypes), grad_dtypes)
 
 
 def _layer_layout(maps: List[Tensor]) -> tuple:

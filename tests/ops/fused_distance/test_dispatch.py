@@ -19,13 +19,15 @@ def test_auto_sends_a_float32_cpu_request_to_cpp():
     assert any("CUDA tensors" in r for r in reasons["cuda"])
 
 
-def test_auto_falls_back_for_float64_and_gradients():
+def test_auto_falls_back_for_float64_and_keeps_cpp_for_gradients():
     backend, reasons = dispatch_plan(_request(("spatial",), dtype=torch.float64))
     assert backend == "torch" and any("one dtype among float32, bfloat16" in r for r in reasons["cpp"])
-    backend, reasons = dispatch_plan(_request(("spatial",), grad=True))
-    assert backend == "torch" and reasons["cpp"] == ["it has no backward and gradients are needed"]
-    with torch.no_grad():  # no gradients needed: the kernel can take it
+    backend, reasons = dispatch_plan(_request(("spatial",), grad=True))  # cpp has a backward (test_backward.py)
+    assert backend == "cpp" and reasons["cpp"] == []
+    with torch.no_grad():
         assert dispatch_plan(_request(("spatial",), grad=True))[0] == "cpp"
+    if "triton" in reasons:
+        assert any("no backward and gradients are needed" in r for r in reasons["triton"])
 
 
 def test_explicit_backend_that_cannot_run_says_why():

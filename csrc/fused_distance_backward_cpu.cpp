@@ -1,0 +1,84 @@
+// The CPU launcher of the fused op's backward (spatial, lpips, meanpool): OpenMP over (sample,
+// layer) work items, largest layers first, as the forward.
+#include <omp.h>
+
+#include <algorithm>
+#include <numeric>
+#include <stdexcept>
+#include <string>
+
+#include "csrc/fused_distance.h"
+#include "kernels/cpu/fused_distance_backward.h"
+
+namespace perceptual_fast {
+
+namespace {
+
+template <typename T>
+void run_backward(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
+  const int64_t N = args.batch, L = static_cast<int64_t>(args.layers.size());
+  const int pairs = args.count - 1;
+  std::vector<int64_t> order(static_cast<size_t>(L));
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
+    return args.layers[x].channels * args.layers[x].positions > args.layers[y].channels * args.layers[y].positions;
+  });
+  const float* upstream = reinterpret_cast<const float*>(args.out);
+  auto grad_of = [&](int slot, int q, int64_t n, int64_t l) { return upstream[((slot * pairs + q) * N + n) * L + l]; };
+  const bool terms = ((args.distances >> kSpatial) & 1u) || ((args.distances >> kLpips) & 1u);
+  const bool meanpool = ((args.distances >> kMeanpool) & 1u) != 0;
+  const int64_t items = N * L;
+
+#pragma omp parallel
+  {
+    cpu::GradScratch scratch;
+#pragma omp for schedule(dynamic, 1)
+    for (int64_t item = 0; item < items; ++item) {
+      const int64_t l = order[item / N], n = item % N;
+      const LayerArgs& layer = args.layers[l];
+      cpu::GradItem<T> g{};
+      for (int k = 0; k < args.count; ++k) {
+        g.w.maps[k] = reinterpret_cast<const T*>(layer.maps[k]) + n * layer.batch_stride[k];
+        g.grads[k] = grads[l].grads[k] == 0 ? nullptr : reinterpret_cast<float*>(grads[l].grads[k]) + n * grads[l].batch_stride[k];
+      }
+      g.w.count = args.count;
+      g.w.channels = layer.channels;
+      g.w.positions = layer.positions;
+      g.w.lin = reinterpret_cast<const float*>(layer.lin);
+      g.w.channels_last = layer.channels_last;
+      for (int q = 0; q < pairs; ++q) {
+        g.g_spatial[q] = (args.distances >> kSpatial) & 1u ? grad_of(kSpatial, q, n, l) : 0.f;
+        g.g_lpips[q] = (args.distances >> kLpips) & 1u ? grad_of(kLpips, q, n, l) : 0.f;
+        g.g_meanpool[q] = meanpool ? grad_of(kMeanpool, q, n, l) : 0.f;
+      }
+      g.terms = terms;
+      g.meanpool = meanpool;
+      cpu::backward_item(g, scratch);
+    }
+  }
+}
+
+}  // namespace
+
+void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
+  check_fused_args(args);
+  if ((args.distances >> kStyle) & 1u)
+    throw std::invalid_argument("the backward kernel covers lpips, spatial and meanpool; style is differentiated by the caller");
+  if (args.element == ElementType::kFloat16) throw std::invalid_argument("the CPU kernel takes float32 or bfloat16 maps, not float16");
+  if (grads.size() != args.layers.size())
+    throw std::invalid_argument("need one gradient row per layer: " + std::to_string(grads.size()) + " for " +
+                                std::to_string(args.layers.size()) + " layers");
+  for (size_t l = 0; l < grads.size(); ++l)
+    for (int k = 0; k < args.count; ++k)
+      if (grads[l].grads[k] % alignof(float) != 0 || grads[l].batch_stride[k] < 0)
+        throw std::invalid_argument("layer " + std::to_string(l) + ": gradient " + std::to_string(k) +
+                                    " is misaligned or has a negative batch stride");
+  if (args.batch == 0) return;
+  if (args.element == ElementType::kFloat32) {
+    run_backward<float>(args, grads);
+  } else {
+    run_backward<std::uint16_t>(args, grads);
+  }
+}
+
+}  // namespace perceptual_fast
