@@ -7,7 +7,8 @@ side in one run: the drop-in ``pf.LPIPS``, the same with the target's features r
 Cases: alexnet 256x256 batch 8, vgg16 128x128 batch 4 (fp32, random trunk weights, lin v0.1).
 Time: median of --repeats interleaved steps after one warm-up. Memory: peak RSS of a child process
 that builds the model and runs 3 steps (the process baseline, torch loaded, included in each).
-Bound: the trunk alone (no head) forward + backward for the prediction, target under no_grad.
+Bound: the trunk alone (no head) forward + backward for the prediction (a dense gradient per tap,
+in the tap's layout), target under no_grad.
 Writes bench/results/loss_step.{csv,json}.
 """
 
@@ -52,7 +53,9 @@ def build(way: str, net: str):
         def trunk_only(x, y):
             with torch.no_grad():
                 scorer.features(y)
-            sum(t.float().mean() for t in scorer.features(x)).backward()
+            taps = scorer.features(x)
+            # a dense gradient in each tap's own layout, as a head gives (a mean's expanded one is slower)
+            torch.autograd.backward(taps, [torch.ones_like(t) for t in taps])
 
         return trunk_only
     import lpips

@@ -50,6 +50,13 @@ perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std:
   return args;  // checked by the entry point it is passed to
 }
 
+std::vector<perceptual_fast::GradLayerArgs> grad_rows(const std::vector<GradTuple>& grads) {
+  std::vector<perceptual_fast::GradLayerArgs> rows;
+  for (const auto& t : grads)
+    rows.push_back({{std::get<0>(t), std::get<1>(t), std::get<2>(t)}, {std::get<3>(t), std::get<4>(t), std::get<5>(t)}});
+  return rows;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_C, m) {
@@ -73,10 +80,7 @@ PYBIND11_MODULE(_C, m) {
       [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
          const std::string& element, std::uintptr_t grad_terms, const std::vector<GradTuple>& grads) {
         const auto args = make_args(layers, batch, count, distances, element, grad_terms);
-        std::vector<perceptual_fast::GradLayerArgs> rows;
-        for (const auto& t : grads) {
-          rows.push_back({{std::get<0>(t), std::get<1>(t), std::get<2>(t)}, {std::get<3>(t), std::get<4>(t), std::get<5>(t)}});
-        }
+        const auto rows = grad_rows(grads);
         py::gil_scoped_release release;
         perceptual_fast::fused_distance_backward_cpu(args, rows);
       },
@@ -109,6 +113,29 @@ PYBIND11_MODULE(_C, m) {
       "fused_distance_cpu's contract on device pointers, launched on `stream` (a cudaStream_t as an integer), with\n"
       "a device workspace of fused_distance_cuda_workspace_bytes(...) bytes, 256-byte aligned. element: 'float32',\n"
       "'bfloat16' or 'float16'. At most 65535 samples per call.");
+  m.def(
+      "fused_distance_backward_cuda_workspace_bytes",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances, const std::string& element,
+         std::uintptr_t grad_terms, const std::vector<GradTuple>& grads) {
+        return perceptual_fast::fused_distance_backward_cuda_workspace_bytes(
+            make_args(layers, batch, count, distances, element, grad_terms), grad_rows(grads));
+      },
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"),
+      py::arg("grad_terms"), py::arg("grads"), "Bytes of device workspace fused_distance_backward_cuda needs.");
+  m.def(
+      "fused_distance_backward_cuda",
+      [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances, const std::string& element,
+         std::uintptr_t grad_terms, const std::vector<GradTuple>& grads, std::uintptr_t workspace, std::size_t workspace_bytes,
+         std::uintptr_t stream) {
+        const auto args = make_args(layers, batch, count, distances, element, grad_terms);
+        const auto rows = grad_rows(grads);
+        py::gil_scoped_release release;
+        perceptual_fast::fused_distance_backward_cuda(args, rows, workspace, workspace_bytes, stream);
+      },
+      py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"),
+      py::arg("grad_terms"), py::arg("grads"), py::arg("workspace"), py::arg("workspace_bytes"), py::arg("stream"),
+      "fused_distance_backward_cpu's contract on device pointers (float32 NCHW maps), launched on `stream` with a\n"
+      "device workspace of fused_distance_backward_cuda_workspace_bytes(...) bytes, 256-byte aligned.");
   m.attr("has_cuda") = true;
 #else
   m.attr("has_cuda") = false;

@@ -47,6 +47,10 @@ struct GradLayerArgs {
   std::int64_t batch_stride[3];
 };
 
+// Throws std::invalid_argument naming the first problem of a backward call: check_fused_args's, a
+// style bit (its gradient is the caller's), a gradient row count or pointer that does not fit.
+void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
+
 // CPU backward of lpips, spatial and meanpool (kernels/cpu/fused_distance_backward.h): `args` as
 // for the forward except that `out` is the upstream gradient, float32 [4, count - 1, N, L] (read,
 // slot order); every element of every requested gradient is written. float32 or bfloat16 maps.
@@ -60,5 +64,12 @@ void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLa
 constexpr std::int64_t kMaxCudaBatch = 65535;
 std::size_t fused_distance_cuda_workspace_bytes(const FusedArgs& args);
 void fused_distance_cuda(const FusedArgs& args, std::uintptr_t workspace, std::size_t workspace_bytes, std::uintptr_t stream);
+
+// CUDA backward of lpips, spatial and meanpool (kernels/cuda/fused_distance_backward.cuh), the CPU
+// backward's contract on device pointers (float32 NCHW maps and gradients), with a workspace of
+// fused_distance_backward_cuda_workspace_bytes(...) bytes, launched on `stream`.
+std::size_t fused_distance_backward_cuda_workspace_bytes(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
+void fused_distance_backward_cuda(const FusedArgs& args, const std::vector<GradLayerArgs>& grads, std::uintptr_t workspace,
+                                  std::size_t workspace_bytes, std::uintptr_t stream);
 
 }  // namespace perceptual_fast

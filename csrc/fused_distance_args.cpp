@@ -49,4 +49,17 @@ void check_fused_args(const FusedArgs& args) {
   }
 }
 
+void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
+  check_fused_args(args);
+  if ((args.distances >> kStyle) & 1u)
+    throw std::invalid_argument("the backward kernels cover lpips, spatial and meanpool; style is differentiated by the caller");
+  if (grads.size() != args.layers.size())
+    throw std::invalid_argument("need one gradient row per layer: " + std::to_string(grads.size()) + " for " +
+                                std::to_string(args.layers.size()) + " layers");
+  for (size_t l = 0; l < grads.size(); ++l)
+    for (int k = 0; k < args.count; ++k)
+      if (grads[l].grads[k] % alignof(float) != 0 || grads[l].batch_stride[k] < 0)
+        throw std::invalid_argument(where(l) + "gradient " + std::to_string(k) + " is misaligned or has a negative batch stride");
+}
+
 }  // namespace perceptual_fast

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <numeric>
 #include <stdexcept>
-#include <string>
 
 #include "csrc/fused_distance.h"
 #include "kernels/cpu/fused_distance_backward.h"
@@ -61,18 +60,8 @@ void run_backward(const FusedArgs& args, const std::vector<GradLayerArgs>& grads
 }  // namespace
 
 void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
-  check_fused_args(args);
-  if ((args.distances >> kStyle) & 1u)
-    throw std::invalid_argument("the backward kernel covers lpips, spatial and meanpool; style is differentiated by the caller");
+  check_backward_args(args, grads);
   if (args.element == ElementType::kFloat16) throw std::invalid_argument("the CPU kernel takes float32 or bfloat16 maps, not float16");
-  if (grads.size() != args.layers.size())
-    throw std::invalid_argument("need one gradient row per layer: " + std::to_string(grads.size()) + " for " +
-                                std::to_string(args.layers.size()) + " layers");
-  for (size_t l = 0; l < grads.size(); ++l)
-    for (int k = 0; k < args.count; ++k)
-      if (grads[l].grads[k] % alignof(float) != 0 || grads[l].batch_stride[k] < 0)
-        throw std::invalid_argument("layer " + std::to_string(l) + ": gradient " + std::to_string(k) +
-                                    " is misaligned or has a negative batch stride");
   if (args.batch == 0) return;
   if (args.element == ElementType::kFloat32) {
     run_backward<float>(args, grads);

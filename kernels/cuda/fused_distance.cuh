@@ -105,6 +105,30 @@ __device__ __forceinline__ A block_sum(A v, A* shared) {
   return total;
 }
 
+// The channel norm |y| of every map at this thread's position p (threadIdx.x), its channels split
+// over the kChanLanes lanes (threadIdx.y) and summed through the shared `partial`; every thread of
+// the block gets the norms of its column. Ends with a barrier, so `partial` may be reused.
+template <typename T, int kCount>
+__device__ __forceinline__ void position_norms(const T* const* maps, std::int64_t C, std::int64_t HW, std::int64_t p,
+                                               bool valid, float (*partial)[kChanLanes][kTileP], float* norm) {
+  float sq[kCount];
+  for (int k = 0; k < kCount; ++k) sq[k] = 0.f;
+  for (std::int64_t c = threadIdx.y; c < C; c += kChanLanes) {
+    for (int k = 0; k < kCount; ++k) {
+      const float v = valid ? to_float(maps[k][c * HW + p]) : 0.f;
+      sq[k] += v * v;
+    }
+  }
+  for (int k = 0; k < kCount; ++k) partial[k][threadIdx.y][threadIdx.x] = sq[k];
+  __syncthreads();
+  for (int k = 0; k < kCount; ++k) {
+    float s = 0.f;
+    for (int y = 0; y < kChanLanes; ++y) s += partial[k][y][threadIdx.x];
+    norm[k] = sqrtf(s);
+  }
+  __syncthreads();
+}
+
 template <typename T, int kCount>
 __global__ void pointwise_kernel(Problem pb, const PointwiseItem* items) {
   const PointwiseItem item = items[blockIdx.x];
@@ -118,22 +142,9 @@ __global__ void pointwise_kernel(Problem pb, const PointwiseItem* items) {
 
   __shared__ float partial[kCount][kChanLanes][kTileP];
   __shared__ float reduce_buffer[kTileP * kChanLanes / 32];
-  float sq[kCount];
-  for (int k = 0; k < kCount; ++k) sq[k] = 0.f;
-  for (std::int64_t c = threadIdx.y; c < C; c += kChanLanes) {
-    for (int k = 0; k < kCount; ++k) {
-      const float v = valid ? to_float(maps[k][c * HW + p]) : 0.f;
-      sq[k] += v * v;
-    }
-  }
-  for (int k = 0; k < kCount; ++k) partial[k][threadIdx.y][threadIdx.x] = sq[k];
-  __syncthreads();
-  float inv[kCount];
-  for (int k = 0; k < kCount; ++k) {
-    float s = 0.f;
-    for (int y = 0; y < kChanLanes; ++y) s += partial[k][y][threadIdx.x];
-    inv[k] = 1.f / (sqrtf(s) + kNormEps);
-  }
+  float norm[kCount], inv[kCount];
+  position_norms<T, kCount>(maps, C, HW, p, valid, partial, norm);
+  for (int k = 0; k < kCount; ++k) inv[k] = 1.f / (norm[k] + kNormEps);
   if (wants(pb.distances, kStyle) && threadIdx.y == 0 && valid) {
     for (int k = 0; k < kCount; ++k)
       pb.inv_norm[(k * pb.batch + n) * pb.total_positions + layer.position_offset + p] = inv[k];
@@ -219,6 +230,26 @@ __global__ void style_kernel(Problem pb, const StyleItem* items) {
   }
 }
 
+// Every map's channel sums of (layer, sample n) into the scratch, sums[k] pointing at map k's: one
+// warp per channel, the same fixed order for every map (no atomics), in double. Ends with a
+// barrier: the sums (global memory) are then read by other warps of the block.
+template <typename T, int kCount>
+__device__ __forceinline__ void channel_sums(const Problem& pb, const DeviceLayer& layer, std::int64_t n, double** sums) {
+  const std::int64_t C = layer.channels, HW = layer.positions;
+  for (int k = 0; k < kCount; ++k) sums[k] = pb.channel_sums + (k * pb.batch + n) * pb.total_channels + layer.channel_offset;
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
+    for (int k = 0; k < kCount; ++k) {
+      const T* row = sample_map<T>(layer, k, n) + c * HW;
+      double s = 0.0;
+      for (std::int64_t p = lane; p < HW; p += 32) s += static_cast<double>(to_float(row[p]));
+      s = warp_sum(s);
+      if (lane == 0) sums[k][c] = s;
+    }
+  }
+  __syncthreads();
+}
+
 // One block per (layer, sample). The channel sums are computed here, each by one warp in a fixed
 // order that is the same for every map (no atomics), so equal maps give bitwise equal means and
 // the term is exactly 0, as on the CPU. Sums, means, norms and the difference are double: the term
@@ -232,18 +263,7 @@ __global__ void meanpool_kernel(Problem pb) {
   __shared__ double reduce_buffer[8];
   __shared__ double broadcast[2];
   double* sums[kCount];
-  for (int k = 0; k < kCount; ++k) sums[k] = pb.channel_sums + (k * pb.batch + n) * pb.total_channels + layer.channel_offset;
-  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
-  for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
-    for (int k = 0; k < kCount; ++k) {
-      const T* row = sample_map<T>(layer, k, n) + c * HW;
-      double s = 0.0;
-      for (std::int64_t p = lane; p < HW; p += 32) s += static_cast<double>(to_float(row[p]));
-      s = warp_sum(s);
-      if (lane == 0) sums[k][c] = s;
-    }
-  }
-  __syncthreads();  // the sums (global memory) are read by other warps below
+  channel_sums<T, kCount>(pb, layer, n, sums);
   const int pairs = kCount - 1;
   for (int q = 0; q < pairs; ++q) {
     double sa = 0.0, sx = 0.0;

@@ -27,6 +27,12 @@ involves it is int64, so expanded or very large maps cannot wrap at 2^31.
    sum C]``), then the normalised means and the squared difference in float64 into ``meanpool``
    ``[count - 1, N, L]``; compiled without FMA contraction like the pointwise kernel.
 
+Backward (lpips, spatial, meanpool; float32 maps): ``_meanpool_backward_kernel`` over layer x
+sample gives each map's gradient with respect to its channel means (float64 math, spread over the
+positions: d/dm / HW), then ``_pointwise_backward_kernel`` over the forward's position tiles
+recomputes the norms and writes every wanted map's gradient (spatial / lpips plus the spread).
+Style's gradient is the caller's (autograd of the reference).
+
 Inputs: float32, bfloat16 or float16 maps whose samples are NCHW-contiguous (any batch stride,
 0 included); all arithmetic in float32, except meanpool's sums across tiles and its last steps.
 spatial / lpips / style accumulate with atomics: the summation order on a GPU is not fixed, so their
@@ -64,6 +70,9 @@ LAUNCH_OPTIONS = {
     "_pointwise_kernel": dict(enable_fp_fusion=False),
     "_meanpool_kernel": dict(enable_fp_fusion=False),
     "_style_kernel": dict(),  # Ga and Gx accumulate alike, so FMAs keep equal maps exactly equal
+    # equal maps must give an exactly zero gradient, as in the forward
+    "_pointwise_backward_kernel": dict(enable_fp_fusion=False),
+    "_meanpool_backward_kernel": dict(enable_fp_fusion=False),
 }
 """Compiler options each kernel is launched with (the launcher and aot.py both read them)."""
 
@@ -90,6 +99,26 @@ def _tile(ptr, offs, mask):
     return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
 
 
+@triton.jit
+def _position_norms(a_ptr, b_ptr, c_ptr, C, HW, p, pmask, COUNT: tl.constexpr, BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr):
+    """The channel norms |y| of the maps a, b (and c for a triplet; else zeros) at positions ``p``: float32 [BLOCK_P] each."""
+    ssa = tl.zeros([BLOCK_P], dtype=tl.float32)
+    ssb = tl.zeros([BLOCK_P], dtype=tl.float32)
+    ssc = tl.zeros([BLOCK_P], dtype=tl.float32)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        offs = cc[:, None] * HW + p[None, :]
+        m = (cc < C)[:, None] & pmask[None, :]
+        xa = _tile(a_ptr, offs, m)
+        xb = _tile(b_ptr, offs, m)
+        ssa += tl.sum(xa * xa, axis=0)
+        ssb += tl.sum(xb * xb, axis=0)
+        if COUNT == 3:
+            xc = _tile(c_ptr, offs, m)
+            ssc += tl.sum(xc * xc, axis=0)
+    return tl.sqrt(ssa), tl.sqrt(ssb), tl.sqrt(ssc)
+
+
 # reset_to_zero: the autotuner's trial runs must not leave their atomic sums behind. Each kernel
 # accumulates into a buffer of its own, so one kernel's trials never wipe another's results.
 @triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"], reset_to_zero=["terms"])
@@ -111,24 +140,10 @@ def _pointwise_kernel(
     b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
     c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
 
-    ssa = tl.zeros([BLOCK_P], dtype=tl.float32)
-    ssb = tl.zeros([BLOCK_P], dtype=tl.float32)
-    ssc = tl.zeros([BLOCK_P], dtype=tl.float32)
-    for c0 in range(0, C, BLOCK_C):
-        cc = c0 + tl.arange(0, BLOCK_C)
-        cmask = cc < C
-        offs = cc[:, None] * HW + p[None, :]
-        m = cmask[:, None] & pmask[None, :]
-        xa = _tile(a_ptr, offs, m)
-        xb = _tile(b_ptr, offs, m)
-        ssa += tl.sum(xa * xa, axis=0)
-        ssb += tl.sum(xb * xb, axis=0)
-        if COUNT == 3:
-            xc = _tile(c_ptr, offs, m)
-            ssc += tl.sum(xc * xc, axis=0)
-    ia = 1.0 / (tl.sqrt(ssa) + 1e-10)
-    ib = 1.0 / (tl.sqrt(ssb) + 1e-10)
-    ic = 1.0 / (tl.sqrt(ssc) + 1e-10)
+    norm_a, norm_b, norm_c = _position_norms(a_ptr, b_ptr, c_ptr, C, HW, p, pmask, COUNT, BLOCK_P, BLOCK_C)
+    ia = 1.0 / (norm_a + 1e-10)
+    ib = 1.0 / (norm_b + 1e-10)
+    ic = 1.0 / (norm_c + 1e-10)
     if WANT_STYLE:
         poff = tl.load(pos_off + layer)
         tl.store(inv + n * TOTAL_HW + poff + p, ia, mask=pmask)
@@ -220,6 +235,26 @@ def _style_kernel(
 
 
 @triton.jit
+def _channel_sums(base, map_off, map_stride, layer, n, L, C, HW, chsum, N, TOTAL_C,
+                  COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr):
+    """Every map's channel sums of (layer, sample n) into ``chsum + (k * N + n) * TOTAL_C + c`` (``chsum``
+    already offset to the layer's channels): in one fixed order for every map (no atomics), float32
+    within a tile, float64 across tiles; ends with a barrier, so the program may read them back."""
+    for k in tl.static_range(COUNT):
+        ptr = _map_ptr(base, map_off, map_stride, k, layer, n, L)
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + tl.arange(0, BLOCK_C)
+            acc = tl.zeros([BLOCK_C], dtype=tl.float64)
+            for p0 in range(0, HW, BLOCK_P):
+                p = p0 + tl.arange(0, BLOCK_P)
+                m = (cc < C)[:, None] & (p < HW)[None, :]
+                tile = tl.load(ptr + cc[:, None] * HW + p[None, :], mask=m, other=0.0).to(tl.float32)
+                acc += tl.sum(tile, axis=1).to(tl.float64)
+            tl.store(chsum + (k * N + n) * TOTAL_C + cc, acc, mask=cc < C)
+    tl.debug_barrier()  # the sums are read back by other threads of the calling program
+
+
+@triton.jit
 def _meanpool_kernel(
     base, map_off, map_stride, chans, hws, chan_off, chsum, meanpool, N, L, TOTAL_C,
     COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
@@ -231,18 +266,7 @@ def _meanpool_kernel(
     C = tl.load(chans + layer)
     HW = tl.load(hws + layer)
     coff = tl.load(chan_off + layer)
-    for k in tl.static_range(COUNT):
-        ptr = _map_ptr(base, map_off, map_stride, k, layer, n, L)
-        for c0 in range(0, C, BLOCK_C):
-            cc = c0 + tl.arange(0, BLOCK_C)
-            acc = tl.zeros([BLOCK_C], dtype=tl.float64)
-            for p0 in range(0, HW, BLOCK_P):
-                p = p0 + tl.arange(0, BLOCK_P)
-                m = (cc < C)[:, None] & (p < HW)[None, :]
-                tile = tl.load(ptr + cc[:, None] * HW + p[None, :], mask=m, other=0.0).to(tl.float32)
-                acc += tl.sum(tile, axis=1).to(tl.float64)  # float32 within a tile, float64 across tiles
-            tl.store(chsum + (k * N + n) * TOTAL_C + coff + cc, acc, mask=cc < C)
-    tl.debug_barrier()  # the sums are read back below by other threads of this program
+    _channel_sums(base, map_off, map_stride, layer, n, L, C, HW, chsum + coff, N, TOTAL_C, COUNT, BLOCK_C, BLOCK_P)
     # Means, norms and the difference in float64: the term is a small difference of two unit
     # vectors, which float32 sums over many positions would blur (as on the CPU).
     hw = HW.to(tl.float64)
@@ -265,3 +289,186 @@ def _meanpool_kernel(
             d = ma * scale_a - mx * scale_x
             acc += d * d
         tl.store(meanpool + (q * N + n) * L + layer, (tl.sum(acc, axis=0) / C.to(tl.float64)).to(tl.float32))
+
+
+# ---- backward (lpips, spatial, meanpool; style is differentiated by the caller) ----------------
+#
+# With y a map's channel vector at one position, n = |y|, s = n + eps and ŷ = y / s, a gradient a
+# w.r.t. ŷ becomes dy = a / s - y (a . ŷ) / (n s) (second term 0 where n = 0). For spatial / lpips,
+# a = (2/HW) w (ŷ0 - ŷq) for the reference and minus that for map q, w = g_spatial + g_lpips * lin_c.
+# Meanpool applies the same rule to the channel means and spreads d/dm / HW over the positions.
+# Float32 maps only: the Scorer widens 16-bit taps before a differentiable head.
+
+
+@triton.jit
+def _meanpool_backward_kernel(
+    base, map_off, map_stride, chans, hws, chan_off, chsum, grad_meanpool, spread, N, L, TOTAL_C,
+    COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program per (layer, sample): every map's channel sums in a fixed order (float32 within a
+    # tile, float64 across tiles into chsum [count, N, TOTAL_C]), then in float64 the gradient with
+    # respect to each channel mean, divided by HW, into spread [count, N, TOTAL_C] (float32).
+    layer = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    C = tl.load(chans + layer)
+    HW = tl.load(hws + layer)
+    coff = tl.load(chan_off + layer)
+    _channel_sums(base, map_off, map_stride, layer, n, L, C, HW, chsum + coff, N, TOTAL_C, COUNT, BLOCK_C, BLOCK_P)
+    hw = HW.to(tl.float64)
+    c_count = C.to(tl.float64)
+    # norms of the means of the reference (a), b and c
+    sa = tl.zeros([BLOCK_C], dtype=tl.float64)
+    sb = tl.zeros([BLOCK_C], dtype=tl.float64)
+    sc = tl.zeros([BLOCK_C], dtype=tl.float64)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        ma = tl.load(chsum + n * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+        mb = tl.load(chsum + (N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+        sa += ma * ma
+        sb += mb * mb
+        if COUNT == 3:
+            mc = tl.load(chsum + (2 * N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+            sc += mc * mc
+    na = tl.sqrt(tl.sum(sa, axis=0))
+    nb = tl.sqrt(tl.sum(sb, axis=0))
+    nc = tl.sqrt(tl.sum(sc, axis=0))
+    scale_a = 1.0 / (na + 1e-10)
+    scale_b = 1.0 / (nb + 1e-10)
+    scale_c = 1.0 / (nc + 1e-10)
+    coef_b = 2.0 * tl.load(grad_meanpool + n * L + layer).to(tl.float64) / c_count
+    coef_c = 0.0
+    if COUNT == 3:
+        coef_c = 2.0 * tl.load(grad_meanpool + (N + n) * L + layer).to(tl.float64) / c_count
+    # a . n̂ per map
+    along_a = tl.zeros([BLOCK_C], dtype=tl.float64)
+    along_b = tl.zeros([BLOCK_C], dtype=tl.float64)
+    along_c = tl.zeros([BLOCK_C], dtype=tl.float64)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        ua = tl.load(chsum + n * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw * scale_a
+        ub = tl.load(chsum + (N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw * scale_b
+        db = coef_b * (ua - ub)
+        ga = db
+        along_b -= db * ub
+        if COUNT == 3:
+            uc = tl.load(chsum + (2 * N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw * scale_c
+            dc = coef_c * (ua - uc)
+            ga += dc
+            along_c -= dc * uc
+        along_a += ga * ua
+    # (0 where a mean vector is 0, as the reference's safe norm; no division by 0 in the other branch)
+    radial_a = tl.where(na > 0, scale_a * tl.sum(along_a, axis=0) / tl.where(na > 0, na, 1.0), 0.0)
+    radial_b = tl.where(nb > 0, scale_b * tl.sum(along_b, axis=0) / tl.where(nb > 0, nb, 1.0), 0.0)
+    radial_c = tl.where(nc > 0, scale_c * tl.sum(along_c, axis=0) / tl.where(nc > 0, nc, 1.0), 0.0)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        ma = tl.load(chsum + n * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+        mb = tl.load(chsum + (N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+        db = coef_b * (ma * scale_a - mb * scale_b)
+        ga = db
+        tl.store(spread + (N + n) * TOTAL_C + coff + cc, ((scale_b * -db - mb * radial_b) / hw).to(tl.float32), mask=cc < C)
+        if COUNT == 3:
+            mc = tl.load(chsum + (2 * N + n) * TOTAL_C + coff + cc, mask=cc < C, other=0.0) / hw
+            dc = coef_c * (ma * scale_a - mc * scale_c)
+            ga += dc
+            tl.store(spread + (2 * N + n) * TOTAL_C + coff + cc, ((scale_c * -dc - mc * radial_c) / hw).to(tl.float32),
+                     mask=cc < C)
+        tl.store(spread + n * TOTAL_C + coff + cc, ((scale_a * ga - ma * radial_a) / hw).to(tl.float32), mask=cc < C)
+
+
+@triton.autotune(configs=_WARP_CONFIGS, key=["COUNT", "TOTAL_HW"])
+@triton.jit
+def _pointwise_backward_kernel(
+    base, map_off, map_stride, chans, hws, lin, lin_off, tile_layer, tile_p0, grad_spatial, grad_lpips,
+    spread, chan_off, grads, grad_off, NEED, N, L, TOTAL_C, TOTAL_HW,
+    COUNT: tl.constexpr, WANT_TERMS: tl.constexpr, WANT_MEANPOOL: tl.constexpr,
+    BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
+):
+    # Over (tile of positions of a layer) x sample. grads: one float32 buffer; map k of layer l is
+    # [N, C, HW] contiguous from element grad_off[k * L + l]. NEED: bit k set = map k's gradient is wanted.
+    t = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    layer = tl.load(tile_layer + t)
+    C = tl.load(chans + layer)
+    HW = tl.load(hws + layer)
+    p = tl.load(tile_p0 + t) + tl.arange(0, BLOCK_P)
+    pmask = p < HW
+    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
+    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
+    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
+    ga_ptr = grads + tl.load(grad_off + layer) + n * C * HW
+    gb_ptr = grads + tl.load(grad_off + L + layer) + n * C * HW
+    gc_ptr = grads + tl.load(grad_off + 2 * L + layer) + n * C * HW
+    need_a = (NEED & 1) != 0
+    need_b = (NEED & 2) != 0
+    need_c = (NEED & 4) != 0
+    hw = HW.to(tl.float32)
+    loff = tl.load(lin_off + layer)
+    coff = tl.load(chan_off + layer)
+    g_sp_b = tl.load(grad_spatial + n * L + layer)
+    g_lp_b = tl.load(grad_lpips + n * L + layer)
+    g_sp_c = 0.0
+    g_lp_c = 0.0
+    if COUNT == 3:
+        g_sp_c = tl.load(grad_spatial + (N + n) * L + layer)
+        g_lp_c = tl.load(grad_lpips + (N + n) * L + layer)
+    ia = tl.zeros([BLOCK_P], dtype=tl.float32)
+    ib = tl.zeros([BLOCK_P], dtype=tl.float32)
+    ic = tl.zeros([BLOCK_P], dtype=tl.float32)
+    ka = tl.zeros([BLOCK_P], dtype=tl.float32)  # the coefficient of y in dy, per map
+    kb = tl.zeros([BLOCK_P], dtype=tl.float32)
+    kc = tl.zeros([BLOCK_P], dtype=tl.float32)
+    if WANT_TERMS:
+        na, nb, nc = _position_norms(a_ptr, b_ptr, c_ptr, C, HW, p, pmask, COUNT, BLOCK_P, BLOCK_C)
+        ia = 1.0 / (na + 1e-10)
+        ib = 1.0 / (nb + 1e-10)
+        ic = 1.0 / (nc + 1e-10)
+        dot_a = tl.zeros([BLOCK_P], dtype=tl.float32)
+        dot_b = tl.zeros([BLOCK_P], dtype=tl.float32)
+        dot_c = tl.zeros([BLOCK_P], dtype=tl.float32)
+        for c0 in range(0, C, BLOCK_C):
+            cc = c0 + tl.arange(0, BLOCK_C)
+            cmask = cc < C
+            offs = cc[:, None] * HW + p[None, :]
+            m = cmask[:, None] & pmask[None, :]
+            w = tl.load(lin + loff + cc, mask=cmask, other=0.0)[:, None]
+            ya = _tile(a_ptr, offs, m) * ia[None, :]
+            yb = _tile(b_ptr, offs, m) * ib[None, :]
+            db = (2.0 / hw) * (g_sp_b + g_lp_b * w) * (ya - yb)
+            ga = db
+            dot_b -= tl.sum(db * yb, axis=0)
+            if COUNT == 3:
+                yc = _tile(c_ptr, offs, m) * ic[None, :]
+                dc = (2.0 / hw) * (g_sp_c + g_lp_c * w) * (ya - yc)
+                ga += dc
+                dot_c -= tl.sum(dc * yc, axis=0)
+            dot_a += tl.sum(ga * ya, axis=0)
+        # (0 where a feature vector is 0, as the reference's safe norm; no division by 0 in the other branch)
+        ka = tl.where(na > 0, ia * dot_a / tl.where(na > 0, na, 1.0), 0.0)
+        kb = tl.where(nb > 0, ib * dot_b / tl.where(nb > 0, nb, 1.0), 0.0)
+        kc = tl.where(nc > 0, ic * dot_c / tl.where(nc > 0, nc, 1.0), 0.0)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        cmask = cc < C
+        offs = cc[:, None] * HW + p[None, :]
+        m = cmask[:, None] & pmask[None, :]
+        xa = _tile(a_ptr, offs, m)
+        xb = _tile(b_ptr, offs, m)
+        sp_a = tl.zeros([BLOCK_C], dtype=tl.float32)
+        sp_b = tl.zeros([BLOCK_C], dtype=tl.float32)
+        sp_c = tl.zeros([BLOCK_C], dtype=tl.float32)
+        if WANT_MEANPOOL:
+            sp_a = tl.load(spread + n * TOTAL_C + coff + cc, mask=cmask, other=0.0)
+            sp_b = tl.load(spread + (N + n) * TOTAL_C + coff + cc, mask=cmask, other=0.0)
+            if COUNT == 3:
+                sp_c = tl.load(spread + (2 * N + n) * TOTAL_C + coff + cc, mask=cmask, other=0.0)
+        w = tl.load(lin + loff + cc, mask=cmask, other=0.0)[:, None]
+        db = (2.0 / hw) * (g_sp_b + g_lp_b * w) * (xa * ia[None, :] - xb * ib[None, :])
+        ga = db
+        tl.store(gb_ptr + offs, sp_b[:, None] + ib[None, :] * -db - xb * kb[None, :], mask=m & need_b)
+        if COUNT == 3:
+            xc = _tile(c_ptr, offs, m)
+            dc = (2.0 / hw) * (g_sp_c + g_lp_c * w) * (xa * ia[None, :] - xc * ic[None, :])
+            ga += dc
+            tl.store(gc_ptr + offs, sp_c[:, None] + ic[None, :] * -dc - xc * kc[None, :], mask=m & need_c)
+        tl.store(ga_ptr + offs, sp_a[:, None] + ia[None, :] * ga - xa * ka[None, :], mask=m & need_a)

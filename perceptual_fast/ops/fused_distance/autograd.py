@@ -10,12 +10,13 @@ from them. It is differentiable once: ``create_graph=True`` through it raises an
 from __future__ import annotations
 
 import dataclasses
-from typing import List, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import torch
 from torch import Tensor
 
 from .backend import Backend, DistanceRequest, Terms
+from .reference import style_term
 
 
 def _regroup(flat: Sequence, lists: int) -> Tuple[tuple, ...]:
@@ -50,6 +51,65 @@ class FusedDistanceFunction(torch.autograd.Function):
         return (None, None, None, *(g for per_list in grads for g in per_list))
 
 
+Grads = List[List[Optional[Tensor]]]
+"""Per list, per layer: a map's gradient, or None where it needs none (what ``Backend.backward`` returns)."""
+
+
+def gradient_buffer(shape: Sequence[int], device: torch.device,
+                    memory_format: torch.memory_format = torch.contiguous_format) -> Tensor:
+    """A float32 buffer for gradients that a backward kernel writes completely (the backward tests
+    replace this with a NaN-filled one, so an element a kernel fails to write cannot pass)."""
+    return torch.empty(tuple(shape), dtype=torch.float32, device=device, memory_format=memory_format)
+
+
+def style_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
+    """Style's gradient for the kernels' backends: autograd of the reference's style term, recomputed
+    here (its Gram matrices are what this gradient needs)."""
+    grads: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
+    for layer in range(len(request.feats[0])):
+        inputs = [lst[layer].detach().requires_grad_(needs[k][layer]) for k, lst in enumerate(request.feats)]
+        wanted = [x for x in inputs if x.requires_grad]
+        if not wanted:
+            continue
+        with torch.enable_grad():
+            total = sum((style_term(inputs[0], other) * grad_terms[q]["style"][:, layer]).sum()
+                        for q, other in enumerate(inputs[1:]))
+            found = iter(torch.autograd.grad(total, wanted))
+        for k, x in enumerate(inputs):
+            if x.requires_grad:
+                grads[k][layer] = next(found)
+    return grads
+
+
+def summed_grads(request: DistanceRequest, parts: Sequence[Grads]) -> Grads:
+    """The sum of the ``parts`` (a kernel's, style's) per map, in each map's dtype; None where none has one."""
+    out: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
+    for k, per_list in enumerate(request.feats):
+        for layer, t in enumerate(per_list):
+            found = [p[k][layer] for p in parts if p[k][layer] is not None]
+            out[k][layer] = None if not found else sum(found[1:], found[0]).to(t.dtype)
+    return out
+
+
+KERNEL_BACKWARD = ("lpips", "spatial", "meanpool")
+"""The distances whose gradient the backward kernels compute (style's: ``style_grads``)."""
+
+KernelGrads = Callable[[DistanceRequest, List[Terms], Sequence[Sequence[bool]]], Grads]
+
+
+def kernel_and_style_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]],
+                           kernel_grads: KernelGrads) -> Grads:
+    """A kernel backend's ``backward``: ``kernel_grads`` on the request restricted to ``KERNEL_BACKWARD``,
+    plus ``style_grads`` when style is requested, summed per map."""
+    parts = []
+    kernel = tuple(d for d in request.distances if d in KERNEL_BACKWARD)
+    if kernel:
+        parts.append(kernel_grads(dataclasses.replace(request, distances=kernel), grad_terms, needs))
+    if "style" in request.distances:
+        parts.append(style_grads(request, grad_terms, needs))
+    return summed_grads(request, parts)
+
+
 def differentiable_compute(backend: Backend, request: DistanceRequest) -> List[Terms]:
     """``backend.compute(request)`` as views of one output with the backend's backward attached."""
     maps = [t for per_list in request.feats for t in per_list]
@@ -57,4 +117,5 @@ def differentiable_compute(backend: Backend, request: DistanceRequest) -> List[T
     return [{d: out[q, i] for i, d in enumerate(request.distances)} for q in range(out.shape[0])]
 
 
-__all__ = ["FusedDistanceFunction", "differentiable_compute"]
+__all__ = ["KERNEL_BACKWARD", "FusedDistanceFunction", "Grads", "differentiable_compute", "gradient_buffer",
+           "kernel_and_style_grads", "style_grads", "summed_grads"]

@@ -14,20 +14,18 @@ recomputed in the backward (its Gram matrices are what that gradient needs).
 
 from __future__ import annotations
 
-import dataclasses
-from typing import List, Optional, Sequence
+from typing import List, Sequence
 
 import torch
-from torch import Tensor
 
+from . import autograd
+from .autograd import Grads
 from .backend import Backend, DistanceRequest, Terms
 from .extension import KernelCall, extension_kernel_reasons, load_extension
-from .reference import DISTANCES, style_term
+from .reference import DISTANCES
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 _GRAD_DTYPES = (torch.float32,)
-KERNEL_BACKWARD = ("lpips", "spatial", "meanpool")
-"""The distances whose gradient the backward kernel computes (style: autograd of the reference)."""
 
 
 def _extension():
@@ -44,18 +42,8 @@ def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
     return call.results(request.distances)
 
 
-def gradient_buffer(shape: torch.Size, memory_format: torch.memory_format) -> Tensor:
-    """A float32 buffer for one map's gradient; the backward kernel writes every element (its tests
-    replace this with a NaN-filled buffer, so an element it fails to write cannot pass)."""
-    return torch.empty(shape, dtype=torch.float32, memory_format=memory_format)
-
-
-Grads = List[List[Optional[Tensor]]]
-"""Per list, per layer: a map's gradient, or None where it needs none."""
-
-
 def _kernel_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
-    """The backward kernel's gradients (lpips, spatial, meanpool of ``request``), float32."""
+    """The backward kernel's gradients (of ``request``'s lpips, spatial and meanpool), float32."""
     call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=True)
     call.out.zero_()  # the upstream gradient, in the kernel's [4, count - 1, N, L] slot order
     for q, terms in enumerate(grad_terms):
@@ -70,30 +58,12 @@ def _kernel_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequ
             if not needs[k][layer]:
                 continue
             fmt = torch.channels_last if channels_last else torch.contiguous_format
-            g = gradient_buffer(maps[layer].shape, fmt)
+            g = autograd.gradient_buffer(maps[layer].shape, maps[layer].device, fmt)
             grads[k][layer] = g
             ptrs[k], strides[k] = g.data_ptr(), g.stride(0)
         rows.append((*ptrs, *strides))
     _extension().fused_distance_backward_cpu(call.rows, call.batch, call.count, call.mask, call.element,
                                              call.out.data_ptr(), rows)
-    return grads
-
-
-def _style_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
-    """Style's gradient: autograd of the reference's style term, recomputed here."""
-    grads: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
-    for layer in range(len(request.feats[0])):
-        inputs = [lst[layer].detach().requires_grad_(needs[k][layer]) for k, lst in enumerate(request.feats)]
-        wanted = [x for x in inputs if x.requires_grad]
-        if not wanted:
-            continue
-        with torch.enable_grad():
-            total = sum((style_term(inputs[0], other) * grad_terms[q]["style"][:, layer]).sum()
-                        for q, other in enumerate(inputs[1:]))
-            found = iter(torch.autograd.grad(total, wanted))
-        for k, x in enumerate(inputs):
-            if x.requires_grad:
-                grads[k][layer] = next(found)
     return grads
 
 
@@ -109,15 +79,4 @@ class CppBackend(Backend):
 
     def backward(self, request: DistanceRequest, grad_terms: List[Terms],
                  needs: Sequence[Sequence[bool]]) -> Grads:
-        parts = []
-        kernel = tuple(d for d in request.distances if d in KERNEL_BACKWARD)
-        if kernel:
-            parts.append(_kernel_grads(dataclasses.replace(request, distances=kernel), grad_terms, needs))
-        if "style" in request.distances:
-            parts.append(_style_grads(request, grad_terms, needs))
-        out: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
-        for k, per_list in enumerate(request.feats):
-            for layer, t in enumerate(per_list):
-                found = [p[k][layer] for p in parts if p[k][layer] is not None]
-                out[k][layer] = None if not found else sum(found[1:], found[0]).to(t.dtype)
-        return out
+        return autograd.kernel_and_style_grads(request, grad_terms, needs, _kernel_grads)

@@ -1,25 +1,26 @@
-"""The fused op's backward on the ``cpp`` backend (kernels/cpu/fused_distance_backward.h for lpips,
-spatial and meanpool; autograd of the reference for style): input gradients against autograd of the
-float64 reference, on odd and tile-sized shapes, NCHW and channels_last, pairs and triplets, with
-all-zero feature vectors, equal maps and only some maps requiring grad; gradient buffers are
-NaN-filled before the kernel runs, so an element it fails to write fails the comparison."""
+"""The fused op's backward on the backends that have one: ``cpp`` (kernels/cpu/fused_distance_backward.h),
+``triton`` (the backward kernels of kernels/triton/fused_distance.py; in Triton's interpreter without
+a GPU) and ``cuda`` (kernels/cuda/fused_distance_backward.cuh; on a GPU only) for lpips, spatial and
+meanpool, autograd of the reference for style. Input gradients against
+autograd of the float64 reference, on odd (and, compiled, tile-sized) shapes, NCHW and channels_last,
+pairs and triplets, with all-zero feature vectors, equal maps and only some maps requiring grad;
+gradient buffers are NaN-filled before a kernel runs, so an element it fails to write fails."""
 
 import pytest
 import torch
-from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, make_feats, make_lin
+from fused_distance_cases import ODD_LAYERS, device_of, layers_for, make_feats, make_lin, require
 
 import perceptual_fast as pf
 from perceptual_fast import _C
-from perceptual_fast.ops.fused_distance import DistanceRequest, cpu, dispatch_plan
+from perceptual_fast.ops.fused_distance import DistanceRequest, autograd, dispatch_plan
 from perceptual_fast.ops.fused_distance import reference as D
-
-LAYERS = ODD_LAYERS + LARGE_LAYERS
 
 
 @pytest.fixture(autouse=True)
 def poisoned_gradients(monkeypatch):
     """Every gradient buffer starts as NaN: an element the kernel does not write fails the comparison."""
-    monkeypatch.setattr(cpu, "gradient_buffer", lambda shape, fmt: torch.full(shape, float("nan")).contiguous(memory_format=fmt))
+    monkeypatch.setattr(autograd, "gradient_buffer", lambda shape, device, fmt=torch.contiguous_format:
+                        torch.full(tuple(shape), float("nan"), device=device).contiguous(memory_format=fmt))
 GRAD_TOLERANCE = 2e-5
 """Float32 kernel against the float64 reference: max |error| over max |gradient|, per map; or, where
 float32 itself cannot do better (a C = 1 map: its unit vector is constant, so its gradient is a
@@ -45,50 +46,59 @@ def _gradients(feats, distances, lin, weights, needs, backend, dtype=torch.float
     return total, torch.autograd.grad(total, wanted)
 
 
-def _check(feats, distances, needs=None, lin_seed=0):
+def _check(feats, distances, needs=None, lin_seed=0, backend="cpp"):
     layers = [tuple(t.shape[1:]) for t in feats[0]]
     lin = make_lin(layers, lin_seed) if "lpips" in distances else None
     n = feats[0][0].shape[0]
     g = torch.Generator().manual_seed(5)
     weights = [{d: torch.rand(n, len(layers), generator=g) + 0.5 for d in distances} for _ in feats[1:]]
     needs = needs or [[True] * len(layers) for _ in feats]
-    _, got = _gradients(feats, distances, lin, weights, needs, "cpp")
+    _, got = _gradients(feats, distances, lin, weights, needs, backend)
     _, want = _gradients(feats, distances, lin, weights, needs, None, torch.float64)
     _, float32 = _gradients(feats, distances, lin, weights, needs, None, torch.float32)
     assert len(got) == len(want) == sum(map(sum, needs))
     for i, (a, b, f) in enumerate(zip(got, want, float32)):
         assert a.dtype == torch.float32 and a.shape == b.shape and torch.isfinite(a).all(), i
+        a, b, f = a.cpu(), b.cpu(), f.cpu()
         error, reference_error = float((a.double() - b).abs().max()), float((f.double() - b).abs().max())
         allowed = max(GRAD_TOLERANCE * float(b.abs().max()), 4 * reference_error) + 1e-12
         assert error <= allowed, (i, error, allowed)
 
 
-@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+# (triton and cuda read NCHW samples and copy channels_last maps to NCHW first: their channels_last case is NCHW)
+@pytest.mark.parametrize("backend, channels_last", [("cpp", False), ("cpp", True), ("triton", False), ("cuda", False)],
+                         ids=["cpp-nchw", "cpp-channels_last", "triton-nchw", "cuda-nchw"])
 @pytest.mark.parametrize("count", [2, 3], ids=["pair", "triplet"])
 @pytest.mark.parametrize("distances", [("lpips",), ("spatial",), ("meanpool",), ("style",), D.DISTANCES],
                          ids=["lpips", "spatial", "meanpool", "style", "all"])
-def test_cpp_backward_matches_the_float64_reference(distances, count, channels_last):
-    feats = make_feats(3, LAYERS, count, seed=30 + count)  # every sample of a has an all-zero vector
+def test_backward_matches_the_float64_reference(backend, channels_last, distances, count):
+    feats = make_feats(3, layers_for(backend), count, seed=30 + count, device=device_of(backend))  # a has zero vectors
     feats = [[_layout(t, channels_last) for t in lst] for lst in feats]
     if count == 3:
         feats[2][1] = feats[0][1].clone()  # equal maps: a zero term, whose gradient must be exactly finite
-    _check(feats, distances)
+    require(backend, feats, distances)
+    _check(feats, distances, backend=backend)
 
 
-def test_cpp_backward_gives_gradients_only_where_asked():
-    feats = make_feats(2, ODD_LAYERS, 3, seed=41)
+@pytest.mark.parametrize("backend", ["cpp", "triton", "cuda"])
+def test_backward_gives_gradients_only_where_asked(backend):
+    feats = make_feats(2, ODD_LAYERS, 3, seed=41, device=device_of(backend))
+    require(backend, feats)
     needs = [[False] * len(ODD_LAYERS), [True, False, True, False, True, False], [False] * len(ODD_LAYERS)]
     needs[2][3] = True
-    _check(feats, D.DISTANCES, needs)
+    _check(feats, D.DISTANCES, needs, backend=backend)
 
 
-def test_gradients_are_zero_at_equal_inputs_and_finite_at_zero_vectors():
-    feats = make_feats(2, ODD_LAYERS, 2, seed=43)
+@pytest.mark.parametrize("backend", ["cpp", "triton", "cuda"])
+def test_gradients_are_zero_at_equal_inputs_and_finite_at_zero_vectors(backend):
+    feats = make_feats(2, ODD_LAYERS, 2, seed=43, device=device_of(backend))
+    require(backend, feats)
     feats[1] = [t.clone() for t in feats[0]]
     feats[0][2][1] = 0.0  # a whole all-zero sample
     feats[1][2][1] = 0.0
     inputs = [[t.clone().requires_grad_() for t in lst] for lst in feats]
-    out = pf.fused_distance(*inputs, distances=("lpips", "spatial", "meanpool"), lin=make_lin(ODD_LAYERS), backend="cpp")
+    lin = make_lin(ODD_LAYERS, device=device_of(backend))
+    out = pf.fused_distance(*inputs, distances=("lpips", "spatial", "meanpool"), lin=lin, backend=backend)
     sum(v.sum() for v in out.values()).backward()
     for lst in inputs:
         for t in lst:

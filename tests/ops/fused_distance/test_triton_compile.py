@@ -42,6 +42,8 @@ def test_every_kernel_variant_compiles_for_hopper_and_ampere(compiled):
     results, _, done = compiled
     assert {r["arch"] for r in results} == {90, 80}
     assert len(results) >= 2 * 3 * 2 * (3 + 1 + 1)  # arch x dtype x count x (pointwise modes + style + meanpool)
+    backward = {r["variant"].split("[")[0] for r in results if "backward" in r["variant"]}
+    assert backward == {"_pointwise_backward_kernel", "_meanpool_backward_kernel"}
     failures = [f"sm_{r['arch']} {r['variant']}: {r['error']}" for r in results if r["error"]]
     assert not failures, "\n".join(failures)
     assert all(r["cubin_bytes"] > 0 for r in results)
@@ -52,21 +54,28 @@ def _asm(compiled, kernel, element, ext):
     return (compiled[1] / f"{kernel}.{element}.sm90.{ext}").read_text()
 
 
-@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_style_kernel", "_meanpool_kernel"])
+def _elements(kernel):
+    """The map dtypes a kernel is compiled for: the backward kernels take float32 maps only."""
+    return ("float32",) if "backward" in kernel else ("float32", "bfloat16", "float16")
+
+
+@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_style_kernel", "_meanpool_kernel", "_pointwise_backward_kernel",
+                                    "_meanpool_backward_kernel"])
 def test_the_sample_index_is_widened_to_int64_before_any_offset(compiled, kernel):
     """Offsets like n * TOTAL_HW or (k * N + n) * TOTAL_C wrap at 2^31 in int32."""
-    for element in ("float32", "bfloat16", "float16"):
+    for element in _elements(kernel):
         ttir = _asm(compiled, kernel, element, "ttir")
         pid = re.search(r"(%\w+) = tt\.get_program_id y : i32", ttir)
         assert pid, f"{kernel} has no sample axis"
         assert re.search(rf"arith\.extsi {pid.group(1)} : i32 to i64", ttir), f"{kernel} ({element}) uses an int32 sample index"
 
 
-@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_meanpool_kernel"])
+@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_meanpool_kernel", "_pointwise_backward_kernel",
+                                    "_meanpool_backward_kernel"])
 def test_kernels_whose_equal_maps_must_give_zero_have_no_fma(compiled, kernel):
     """a * ia - b * ib (pointwise) and ma * scale_a - mx * scale_x (meanpool) as an FMA keep the
-    rounding error of one product only: equal maps would not give exactly 0."""
-    for element in ("float32", "bfloat16", "float16"):
+    rounding error of one product only: equal maps would not give exactly 0 (nor a zero gradient)."""
+    for element in _elements(kernel):
         ptx = _asm(compiled, kernel, element, "ptx")
         assert re.search(r"\bmul(\.rn)?\.f(32|64)", ptx)
         assert not re.search(r"\bfma\.rn(\.ftz)?\.f(32|64)", ptx), f"{kernel} ({element}) contracts to FMA"
