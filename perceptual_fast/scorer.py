@@ -181,8 +181,11 @@ class Scorer:
             with torch.set_grad_enabled(torch.is_grad_enabled() and wants[group[0]]):
                 taps = self._taps(self._scaled({items[i][0]: items[i][1] for i in group}))
             n = items[group[0]][1].shape[0]
+            # split, not slices: a slice's backward builds an NCHW gradient for channels_last taps (the
+            # trunk's ReLU backward then takes a slow path), a split's concatenates in the taps' layout
+            chunks = [t.split(n) for t in taps] if len(group) > 1 else [(t,) for t in taps]
             for j, i in enumerate(group):
-                out[i] = [t[j * n : (j + 1) * n] for t in taps]
+                out[i] = [c[j] for c in chunks]
         return out
 
     def _terms(self, named: Mapping[str, Tensor]) -> tuple:

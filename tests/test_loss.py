@@ -124,3 +124,35 @@ def test_the_loss_trains_under_cpu_bf16_autocast(photos, distorted):
     assert l16 == pytest.approx(l32, rel=0.05)
     cos = torch.nn.functional.cosine_similarity(g16.flatten(), g32.flatten(), dim=0)
     assert float(cos) > 0.95
+
+
+@pytest.mark.parametrize("net", ["alex", "squeeze"])
+def test_the_float32_drop_in_runs_the_fused_backward_and_matches_the_package(net, photos, distorted, lpips_like):
+    """In float32 on the CPU the head's forward and backward are the cpp kernels (no autograd graph
+    through the reference); values and input gradients still match the package to float32 noise."""
+    ours = pf.LPIPS(net=net, pnet_rand=True)
+    theirs = lpips_like(ours.net, TRUNK_OF[net], use_lin=True)
+    x, y = (t.float() for t in _pair(photos, distorted))
+    grads = []
+    for model in (ours, theirs):
+        x0 = x.clone().requires_grad_(True)
+        val = model(x0, y)
+        val.sum().backward()
+        grads.append((val.detach(), x0.grad))
+        if model is ours:
+            nodes = {type(node).__name__ for node in _graph(val.grad_fn)}
+            assert "FusedDistanceFunctionBackward" in nodes and "SqrtBackward0" not in nodes  # no reference head
+    (v, g), (v_ref, g_ref) = grads
+    torch.testing.assert_close(v, v_ref, rtol=1e-5, atol=0)
+    torch.testing.assert_close(g, g_ref, rtol=1e-3, atol=1e-4 * float(g_ref.abs().max()))
+
+
+def _graph(fn):
+    """Every node of the autograd graph below ``fn``."""
+    seen, todo = set(), [fn]
+    while todo:
+        for child, _ in todo.pop().next_functions:
+            if child is not None and child not in seen:
+                seen.add(child)
+                todo.append(child)
+    return seen
