@@ -137,6 +137,9 @@ PYBIND11_MODULE(_C, m) {
       "fused_distance_backward_cpu's contract on device pointers (float32 NCHW maps), launched on `stream` with a\n"
       "device workspace of fused_distance_backward_cuda_workspace_bytes(...) bytes, 256-byte aligned.");
   m.attr("has_cuda") = true;
+#ifdef PERCEPTUAL_FAST_CUDA_ARCHS
+  m.attr("cuda_archs") = py::str(PERCEPTUAL_FAST_CUDA_ARCHS).attr("split")(";");
+#endif
 #else
   m.attr("has_cuda") = false;
 #endif
@@ -144,4 +147,11 @@ PYBIND11_MODULE(_C, m) {
   for (int d = 0; d < perceptual_fast::kNumDistances; ++d) slots[d] = perceptual_fast::kDistanceNames[d];
   m.attr("DISTANCE_SLOTS") = slots;  // the output slot order (kernels/distance_slots.h)
   m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
+  m.def("cpu_isa_variants", &perceptual_fast::cpu_isa_variants,
+        "The CPU kernels' compiled ISA variants as (name, this CPU runs it), least capable first");
+  m.def("cpu_isa", &perceptual_fast::cpu_isa,
+        "The CPU kernel variant in use: the best this CPU runs, or PERCEPTUAL_FAST_CPU_ISA (chosen at the first call)");
+  m.def("set_cpu_isa", &perceptual_fast::set_cpu_isa, py::arg("name"),
+        "Switches the CPU kernel variant (tests, benchmarks); returns the previous one's name");
+  m.def("cpu_features", &perceptual_fast::cpu_features, "This CPU's ISA features as (name, supported)");
 }

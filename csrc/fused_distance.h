@@ -4,6 +4,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace perceptual_fast {
@@ -37,8 +38,18 @@ void check_fused_args(const FusedArgs& args);
 
 ElementType parse_element_type(const std::string& name);
 
-// CPU: OpenMP over (sample, layer) work items, largest layers first. float32 or bfloat16 maps.
+// CPU: OpenMP over (sample, layer) work items, largest layers first. float32 or bfloat16 maps. Runs
+// the ISA variant in use (csrc/cpu_dispatch.cpp).
 void fused_distance_cpu(const FusedArgs& args);
+
+// The CPU kernels' ISA variants (csrc/cpu_dispatch.cpp): each compiled variant's name and whether
+// this CPU can run it, best last; the one in use (the best this CPU runs, or PERCEPTUAL_FAST_CPU_ISA;
+// chosen at the first call, an error naming the CPU's features if the variable asks for one it
+// cannot run); switching variants (tests, benchmarks); the CPU's features as name -> supported.
+std::vector<std::pair<std::string, bool>> cpu_isa_variants();
+std::string cpu_isa();
+std::string set_cpu_isa(const std::string& name);
+std::vector<std::pair<std::string, bool>> cpu_features();
 
 // Where the backward writes the gradients of one layer: float32 maps laid out as that layer's
 // inputs (NCHW or channels_last samples), each with its batch stride; 0 for a map that needs none.

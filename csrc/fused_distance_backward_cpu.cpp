@@ -1,5 +1,6 @@
 // The CPU launcher of the fused op's backward (spatial, lpips, meanpool): OpenMP over (sample,
-// layer) work items, largest layers first, as the forward.
+// layer) work items, largest layers first, as the forward. Compiled once per ISA variant
+// (kernels/cpu/isa.h); csrc/cpu_dispatch.cpp calls the variant in use.
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "kernels/cpu/fused_distance_backward.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 
 namespace {
 
@@ -70,4 +72,5 @@ void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLa
   }
 }
 
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

@@ -1,4 +1,5 @@
-// The CPU launcher of the fused distance op: OpenMP over (sample, layer) work items.
+// The CPU launcher of the fused distance op: OpenMP over (sample, layer) work items. Compiled once
+// per ISA variant (kernels/cpu/isa.h); csrc/cpu_dispatch.cpp calls the variant in use.
 #include <omp.h>
 
 #include <algorithm>
@@ -10,6 +11,7 @@
 #include "kernels/cpu/fused_distance.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 
 namespace {
 
@@ -72,4 +74,5 @@ void fused_distance_cpu(const FusedArgs& args) {
   }
 }
 
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

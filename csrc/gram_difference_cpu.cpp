@@ -4,6 +4,7 @@
 #include "kernels/cpu/gram_difference.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 
 void style_terms_cpu(int count, std::int64_t channels, std::int64_t positions, const float* normalised,
                      GramScratch& scratch, double* sums) {
@@ -22,4 +23,5 @@ void style_terms_cpu(int count, std::int64_t channels, std::int64_t positions, c
   for (int q = 0; q + 1 < count; ++q) sums[q] /= norm;
 }
 
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

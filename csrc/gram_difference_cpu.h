@@ -5,7 +5,10 @@
 #include <cstdint>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
+
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 
 // Per-thread buffers of the style stage, reused across work items.
 struct GramScratch {
@@ -18,4 +21,5 @@ struct GramScratch {
 void style_terms_cpu(int count, std::int64_t channels, std::int64_t positions, const float* normalised,
                      GramScratch& scratch, double* sums);
 
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

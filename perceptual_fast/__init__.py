@@ -9,6 +9,7 @@
 No device is touched and nothing is downloaded at import time.
 """
 
+from .build_info import build_info
 from .dropin import LPIPS
 from .ops.fused_distance import DISTANCES, BackendUnavailable, fused_distance
 from .scorer import Scorer, score
@@ -22,6 +23,7 @@ __all__ = [
     "BackendUnavailable",
     "CheckpointError",
     "Scorer",
+    "build_info",
     "fused_distance",
     "list_trunks",
     "load_trunk",

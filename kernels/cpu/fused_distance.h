@@ -21,9 +21,11 @@
 #include <cstring>
 #include <vector>
 
+#include "kernels/cpu/isa.h"
 #include "kernels/distance_slots.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 namespace cpu {
 
 constexpr float kNormEps = 1e-10f;
@@ -239,4 +241,5 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
 }
 
 }  // namespace cpu
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

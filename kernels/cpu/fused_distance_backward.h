@@ -23,6 +23,7 @@
 #include "kernels/cpu/fused_distance.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 namespace cpu {
 
 // One backward work item: the forward item, the gradient outputs (float32, the maps' layout, null
@@ -303,4 +304,5 @@ void backward_item(const GradItem<T>& g, GradScratch& s) {
 }
 
 }  // namespace cpu
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

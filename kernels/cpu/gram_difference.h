@@ -24,6 +24,7 @@
 #include "kernels/cpu/fused_distance.h"
 
 namespace perceptual_fast {
+namespace PF_CPU_ISA {
 namespace cpu {
 
 typedef float gram_vector __attribute__((vector_size(kLanes * sizeof(float))));
@@ -122,4 +123,5 @@ inline void position_form(const float* const* maps, int count, int64_t channels,
 }
 
 }  // namespace cpu
+}  // namespace PF_CPU_ISA
 }  // namespace perceptual_fast

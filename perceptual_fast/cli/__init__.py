@@ -15,9 +15,9 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
-from . import bapps, demo, export, make_bapps, pack, plot, score, sweep, train, train_lin
+from . import bapps, demo, export, info, make_bapps, pack, plot, score, sweep, train, train_lin
 
-COMMANDS = (score, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin)
+COMMANDS = (score, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

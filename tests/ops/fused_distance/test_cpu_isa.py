@@ -1,0 +1,120 @@
+"""The CPU kernels' ISA variants (kernels/cpu/isa.h, csrc/cpu_dispatch.cpp): every variant this CPU
+runs equals the float64 reference, forward and backward; the choice at run time, forced by
+PERCEPTUAL_FAST_CPU_ISA or refused with the CPU's features; the default CMake configuration
+compiles the variants for fixed instruction sets, never -march=native."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, assert_matches_reference, make_feats, make_lin
+
+import perceptual_fast as pf
+from perceptual_fast import _C
+from perceptual_fast.ops.fused_distance import reference as D
+
+VARIANTS = [name for name, _ in _C.cpu_isa_variants()]
+ROOT = Path(__file__).resolve().parents[3]
+
+
+@pytest.fixture(params=VARIANTS)
+def variant(request):
+    """Each compiled variant in turn (skipped, with the CPU's features, where this CPU cannot run it)."""
+    runs = dict(_C.cpu_isa_variants())[request.param]
+    if not runs:
+        pytest.skip(f"this CPU cannot run the {request.param} kernels: {dict(_C.cpu_features())}")
+    previous = _C.set_cpu_isa(request.param)
+    yield request.param
+    _C.set_cpu_isa(previous)
+
+
+@pytest.mark.parametrize("count", [2, 3], ids=["pair", "triplet"])
+@pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
+def test_every_variant_this_cpu_runs_equals_the_reference(variant, count, channels_last):
+    layers = ODD_LAYERS + LARGE_LAYERS
+    feats = make_feats(3, layers, count, seed=60 + count)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    feats = [[t.contiguous(memory_format=fmt) for t in lst] for lst in feats]
+    lin = make_lin(layers)
+    assert _C.cpu_isa() == variant
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend="cpp")
+    assert_matches_reference(got, feats, D.DISTANCES, lin)
+    for dtype in (torch.bfloat16,):
+        low = [[t.to(dtype) for t in lst] for lst in feats]
+        assert_matches_reference(pf.fused_distance(*low, distances=D.DISTANCES, lin=lin, backend="cpp"), low, D.DISTANCES, lin)
+
+
+def test_every_variant_gives_the_same_gradients(variant):
+    """The backward kernel of each variant against the float64 reference's autograd."""
+    feats = make_feats(2, ODD_LAYERS + LARGE_LAYERS, 2, seed=62)
+    lin = make_lin(ODD_LAYERS + LARGE_LAYERS)
+    x = [t.clone().requires_grad_() for t in feats[0]]
+    out = pf.fused_distance(x, feats[1], distances=("lpips", "spatial", "meanpool"), lin=lin, backend="cpp")
+    sum(v.sum() for v in out.values()).backward()
+    x64 = [t.double().requires_grad_() for t in feats[0]]
+    ref = D.layer_terms(x64, [t.double() for t in feats[1]], ("lpips", "spatial", "meanpool"), [w.double() for w in lin])
+    sum(v.sum() for v in ref.values()).backward()
+    for got, want in zip(x, x64):
+        scale = float(want.grad.abs().max())
+        assert float((got.grad.double() - want.grad).abs().max()) <= 2e-5 * scale + 1e-12
+
+
+def test_the_best_variant_this_cpu_runs_is_the_default_and_names_are_checked():
+    runs = [name for name, ok in _C.cpu_isa_variants() if ok]
+    child = subprocess.run([sys.executable, "-c", "import perceptual_fast._C as C; print(C.cpu_isa())"], capture_output=True,
+                           text=True, env={k: v for k, v in os.environ.items() if k != "PERCEPTUAL_FAST_CPU_ISA"},
+                           cwd=ROOT.parent, check=True)
+    assert child.stdout.strip() == runs[-1]
+    with pytest.raises(ValueError, match=r"no CPU kernel variant 'sse9' in this build; built: "):
+        _C.set_cpu_isa("sse9")
+    assert pf.build_info()["cpu_isa"] == _C.cpu_isa()
+
+
+@pytest.mark.parametrize("forced", [name for name, ok in _C.cpu_isa_variants() if ok] + ["sse9"])
+def test_the_environment_variable_forces_a_variant_or_says_why_not(forced):
+    code = "import torch, perceptual_fast._C as C; print(C.cpu_isa())"
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT.parent,
+                           env={**os.environ, "PERCEPTUAL_FAST_CPU_ISA": forced})
+    if forced == "sse9":
+        assert child.returncode != 0 and "no CPU kernel variant 'sse9' in this build" in child.stderr
+    else:
+        assert child.returncode == 0 and child.stdout.strip() == forced
+
+
+def test_a_variant_the_cpu_lacks_is_refused_with_its_features():
+    lacking = [name for name, ok in _C.cpu_isa_variants() if not ok]
+    if not lacking:
+        pytest.skip(f"this CPU runs every built variant ({VARIANTS}): nothing to refuse here")
+    with pytest.raises(ValueError, match=rf"'{lacking[0]}' needs .* which this CPU lacks \(sse4.2 "):
+        _C.set_cpu_isa(lacking[0])
+
+
+def _configure(tmp_path, *defines):
+    """``compile_commands.json`` of a CMake configure of this project (nothing is built)."""
+    pybind11 = pytest.importorskip("pybind11", exc_type=ModuleNotFoundError)  # in the test extras: CI has it
+    if shutil.which("cmake") is None:
+        pytest.skip("cmake is not installed")
+    build = tmp_path / "build"
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "-DPERCEPTUAL_FAST_CUDA=OFF",
+                    f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}", *defines],
+                   check=True, capture_output=True, timeout=300)
+    return json.loads((build / "compile_commands.json").read_text())
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the x86-64 variant set")
+def test_the_default_build_compiles_fixed_variants_never_native(tmp_path):
+    commands = _configure(tmp_path)
+    assert not any("-march=native" in c["command"] for c in commands)
+    kernels = [c for c in commands if Path(c["file"]).name == "fused_distance_cpu.cpp"]
+    flags = sorted(next(f for f in c["command"].split() if f.startswith("-march=")) for c in kernels)
+    assert flags == ["-march=x86-64-v2", "-march=x86-64-v3", "-march=x86-64-v4"]
+    assert all("-DPF_CPU_ISA=isa_" in c["command"] for c in kernels)
+    dispatch = next(c for c in commands if Path(c["file"]).name == "cpu_dispatch.cpp")
+    assert "-march" not in dispatch["command"]  # the dispatcher itself runs anywhere
+    native = _configure(tmp_path / "native", "-DPERCEPTUAL_FAST_NATIVE=ON")
+    assert [c for c in native if "-march=native" in c["command"]]
