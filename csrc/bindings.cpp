@@ -138,7 +138,7 @@ PYBIND11_MODULE(_C, m) {
       "device workspace of fused_distance_backward_cuda_workspace_bytes(...) bytes, 256-byte aligned.");
   m.attr("has_cuda") = true;
 #ifdef PERCEPTUAL_FAST_CUDA_ARCHS
-  m.attr("cuda_archs") = py::str(PERCEPTUAL_FAST_CUDA_ARCHS).attr("split")(";");
+  m.attr("cuda_archs") = py::str(PERCEPTUAL_FAST_CUDA_ARCHS).attr("split")(",");  // CMake's list, e.g. 80-real,90
 #endif
 #else
   m.attr("has_cuda") = false;

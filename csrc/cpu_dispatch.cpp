@@ -46,7 +46,7 @@ struct Variant {
   void (*backward)(const FusedArgs&, const std::vector<GradLayerArgs>&);
 };
 
-bool always() { return true; }
+[[maybe_unused]] bool always() { return true; }  // the portable and native variants need no CPU check
 
 // Compiled variants, from the least to the most capable.
 const std::vector<Variant>& variants() {

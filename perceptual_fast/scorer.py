@@ -19,10 +19,7 @@ from .ops.fused_distance import fused_distance, requested_backend
 from .ops.fused_distance.reference import check_distance_names
 from .preprocess import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
-
-# bf16: the trunk runs under torch.autocast(bfloat16); the fused op reads its bf16 taps and
-# accumulates in float32 (mixed-dtype taps are cast to float32 first).
-_PRECISIONS = {"fp32": torch.float32, "fp64": torch.float64, "bf16": torch.float32}
+from .util.precision import STORAGE, autocast_dtype, resolve_precision
 
 LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
 
@@ -45,8 +42,10 @@ class Scorer:
         format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
     device: where the trunk runs (default CPU). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch``.
-    precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype), or ``bf16``: the trunk
-        under bfloat16 autocast, distances accumulated and returned in float32.
+    precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype); ``bf16`` (or ``fp16``,
+        CUDA only): the trunk under that autocast, distances accumulated and returned in float32;
+        ``auto``: bf16 where the hardware runs it faster than fp32, else fp32 (``util/precision.py``).
+        ``Scorer.precision`` is the one chosen.
     input_range: float image convention, ``"-1,1"`` (default), ``"0,1"`` or ``"0,255"``.
     memory_format: the trunk's layout: ``"channels_last"``, ``"contiguous"`` (NCHW) or ``"auto"``:
         channels_last on the CPU (the fastest layout there for every trunk; the cpp kernel reads its
@@ -71,11 +70,10 @@ class Scorer:
         memory_format: str = "auto",
         check_values: bool = True,
     ):
-        if precision not in _PRECISIONS:
-            raise ValueError(f"precision {precision!r} is not supported; choose one of {', '.join(_PRECISIONS)}")
-        self.dtype = _PRECISIONS[precision]
-        self.autocast = precision == "bf16"
         self.device = torch.device(device) if device is not None else torch.device("cpu")
+        self.precision = resolve_precision(precision, self.device)
+        self.dtype = STORAGE[self.precision]
+        self.autocast = autocast_dtype(self.precision)
         self.distances = check_distance_names(distances)
         requested_backend(backend)  # fail early on a misspelt name
         self.backend = backend
@@ -135,10 +133,10 @@ class Scorer:
     def _taps(self, x: Tensor) -> List[Tensor]:
         """x: LPIPS-scaled images ``[N, 3, H, W]`` -> the trunk's taps.
 
-        With ``precision="bf16"`` the trunk runs under bfloat16 autocast; otherwise under whatever
+        With ``precision="bf16"`` / ``"fp16"`` the trunk runs under that autocast; otherwise under whatever
         autocast the caller has on (a training loop's ``torch.autocast``), as any module would.
         """
-        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if self.autocast else contextlib.nullcontext()
+        autocast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), autocast:
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
             taps = list(forward_taps(x))

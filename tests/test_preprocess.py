@@ -71,7 +71,7 @@ def test_uint8_and_0_255_floats_equal_the_minus1_1_path(scorer):
 def test_bad_options_are_named():
     with pytest.raises(ValueError, match="input_range '0-1' is not one of"):
         pf.Scorer("alexnet", weights="random", input_range="0-1")
-    with pytest.raises(ValueError, match="precision 'fp8' is not supported; choose one of fp32, fp64"):
+    with pytest.raises(ValueError, match="precision 'fp8' is not supported; choose one of auto, fp32, fp64"):
         pf.Scorer("alexnet", weights="random", precision="fp8")
     with pytest.raises(ValueError, match="unknown trunk 'alexnett'; available: alexnet, squeezenet1_1, vgg16"):
         pf.Scorer("alexnett", weights="random")

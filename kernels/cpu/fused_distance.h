@@ -30,10 +30,13 @@ namespace cpu {
 
 constexpr float kNormEps = 1e-10f;
 
+// float lanes of the variant's vectors: AVX-512, AVX2, else SSE / NEON-sized
 #if defined(__AVX512F__)
 constexpr int kLanes = 16;
-#else
+#elif defined(__AVX__)
 constexpr int kLanes = 8;
+#else
+constexpr int kLanes = 4;
 #endif
 
 // The normalised scratch is position-major ([HW][C_pad], channels contiguous) with channels

@@ -183,7 +183,7 @@ def evaluate_bapps(data: Bapps, scorer: Optional[Scorer] = None, baselines: Sequ
                     res.layer_summary[name] = [_summary(part, s) for s in res.layer_scores[name]]
             parts[key] = res
     seconds = time.perf_counter() - start
-    model = {"trunk": scorer.trunk_name, "precision": "bf16" if scorer.autocast else str(scorer.dtype).replace("torch.", "")} \
+    model = {"trunk": scorer.trunk_name, "precision": scorer.precision} \
         if scorer is not None else {}
     return BappsResult(data.source, data.synthetic, data.note, data.size, model, names, parts, seconds,
                        sum(len(p) for p in data.parts.values()))

@@ -9,6 +9,7 @@ from typing import Optional
 from ..ops.fused_distance import DISTANCES
 from ..scorer import Scorer
 from ..trunks import list_trunks
+from ..util.precision import PRECISIONS
 
 
 def trunk_argument(value: str) -> str:
@@ -46,8 +47,9 @@ def add_scoring_options(p: argparse.ArgumentParser, default_distances: str, *, d
     p.add_argument("--distance", default=default_distances, help=f"comma-separated, from {','.join(DISTANCES)}")
     p.add_argument("--backend", default="auto", help="auto, cpp or torch (PERCEPTUAL_FAST_BACKEND overrides)")
     p.add_argument("--device", default=default_device, help=device_help)
-    p.add_argument("--precision", default="fp32", choices=("fp32", "fp64", "bf16"),
-                   help="fp32 (default), fp64, or bf16 (trunk under bfloat16 autocast, distances in float32)")
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
+                   help="fp32 (default), fp64, bf16 (trunk under bfloat16 autocast, distances in float32), fp16 "
+                        "(CUDA), or auto (bf16 where the hardware runs it faster, else fp32)")
     p.add_argument("--batch-size", type=int, default=default_batch_size, help=batch_size_help)
 
 

@@ -1,11 +1,8 @@
 """The CPU kernels' ISA variants (kernels/cpu/isa.h, csrc/cpu_dispatch.cpp): every variant this CPU
 runs equals the float64 reference, forward and backward; the choice at run time, forced by
-PERCEPTUAL_FAST_CPU_ISA or refused with the CPU's features; the default CMake configuration
-compiles the variants for fixed instruction sets, never -march=native."""
+PERCEPTUAL_FAST_CPU_ISA or refused with the CPU's features. (The build's flags: tests/test_build.py.)"""
 
-import json
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -92,29 +89,3 @@ def test_a_variant_the_cpu_lacks_is_refused_with_its_features():
         pytest.skip(f"this CPU runs every built variant ({VARIANTS}): nothing to refuse here")
     with pytest.raises(ValueError, match=rf"'{lacking[0]}' needs .* which this CPU lacks \(sse4.2 "):
         _C.set_cpu_isa(lacking[0])
-
-
-def _configure(tmp_path, *defines):
-    """``compile_commands.json`` of a CMake configure of this project (nothing is built)."""
-    pybind11 = pytest.importorskip("pybind11", exc_type=ModuleNotFoundError)  # in the test extras: CI has it
-    if shutil.which("cmake") is None:
-        pytest.skip("cmake is not installed")
-    build = tmp_path / "build"
-    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build), "-DCMAKE_EXPORT_COMPILE_COMMANDS=ON", "-DPERCEPTUAL_FAST_CUDA=OFF",
-                    f"-Dpybind11_DIR={pybind11.get_cmake_dir()}", f"-DPython_EXECUTABLE={sys.executable}", *defines],
-                   check=True, capture_output=True, timeout=300)
-    return json.loads((build / "compile_commands.json").read_text())
-
-
-@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the x86-64 variant set")
-def test_the_default_build_compiles_fixed_variants_never_native(tmp_path):
-    commands = _configure(tmp_path)
-    assert not any("-march=native" in c["command"] for c in commands)
-    kernels = [c for c in commands if Path(c["file"]).name == "fused_distance_cpu.cpp"]
-    flags = sorted(next(f for f in c["command"].split() if f.startswith("-march=")) for c in kernels)
-    assert flags == ["-march=x86-64-v2", "-march=x86-64-v3", "-march=x86-64-v4"]
-    assert all("-DPF_CPU_ISA=isa_" in c["command"] for c in kernels)
-    dispatch = next(c for c in commands if Path(c["file"]).name == "cpu_dispatch.cpp")
-    assert "-march" not in dispatch["command"]  # the dispatcher itself runs anywhere
-    native = _configure(tmp_path / "native", "-DPERCEPTUAL_FAST_NATIVE=ON")
-    assert [c for c in native if "-march=native" in c["command"]]
