@@ -26,7 +26,7 @@ using LayerTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, st
 using GradTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t, std::int64_t>;
 
 perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std::int64_t batch, int count,
-                                     unsigned distances, const std::string& element, std::uintptr_t out) {
+                                     unsigned distances, const std::string& element, std::uintptr_t out, int threads = 0) {
   perceptual_fast::FusedArgs args;
   for (const auto& t : layers) {
     perceptual_fast::LayerArgs layer{};
@@ -47,6 +47,7 @@ perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std:
   args.distances = distances;
   args.element = perceptual_fast::parse_element_type(element);
   args.out = out;
+  args.threads = threads;
   return args;  // checked by the entry point it is passed to
 }
 
@@ -65,12 +66,13 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "fused_distance_cpu",
       [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
-         const std::string& element, std::uintptr_t out) {
-        const auto args = make_args(layers, batch, count, distances, element, out);
+         const std::string& element, std::uintptr_t out, int threads) {
+        const auto args = make_args(layers, batch, count, distances, element, out, threads);
         py::gil_scoped_release release;
         perceptual_fast::fused_distance_cpu(args);
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
+      py::arg("threads") = 0,
       "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
       "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
       "1 lpips, 2 spatial, 4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
@@ -78,14 +80,14 @@ PYBIND11_MODULE(_C, m) {
   m.def(
       "fused_distance_backward_cpu",
       [](const std::vector<LayerTuple>& layers, std::int64_t batch, int count, unsigned distances,
-         const std::string& element, std::uintptr_t grad_terms, const std::vector<GradTuple>& grads) {
-        const auto args = make_args(layers, batch, count, distances, element, grad_terms);
+         const std::string& element, std::uintptr_t grad_terms, const std::vector<GradTuple>& grads, int threads) {
+        const auto args = make_args(layers, batch, count, distances, element, grad_terms, threads);
         const auto rows = grad_rows(grads);
         py::gil_scoped_release release;
         perceptual_fast::fused_distance_backward_cpu(args, rows);
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"),
-      py::arg("grad_terms"), py::arg("grads"),
+      py::arg("grad_terms"), py::arg("grads"), py::arg("threads") = 0,
       "Backward of lpips, spatial and meanpool. layers, batch, count, distances, element: as fused_distance_cpu.\n"
       "grad_terms: float32 [4, count - 1, N, L] upstream gradient. grads: (g0, g1, g2, stride0, stride1, stride2) per\n"
       "layer: float32 outputs laid out as that layer's maps (0: no gradient for that map).");
@@ -146,7 +148,9 @@ PYBIND11_MODULE(_C, m) {
   py::tuple slots(static_cast<std::size_t>(perceptual_fast::kNumDistances));
   for (int d = 0; d < perceptual_fast::kNumDistances; ++d) slots[d] = perceptual_fast::kDistanceNames[d];
   m.attr("DISTANCE_SLOTS") = slots;  // the output slot order (kernels/distance_slots.h)
-  m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP threads the kernels use");
+  m.def("max_threads", []() { return omp_get_max_threads(); }, "OpenMP's default thread count");
+  m.def("last_cpu_threads", &perceptual_fast::last_cpu_threads,
+        "OpenMP threads the last CPU kernel call ran with (the `threads` it was given: the cpp backend passes torch's)");
   m.def("cpu_isa_variants", &perceptual_fast::cpu_isa_variants,
         "The CPU kernels' compiled ISA variants as (name, this CPU runs it), least capable first");
   m.def("cpu_isa", &perceptual_fast::cpu_isa,

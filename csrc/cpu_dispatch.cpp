@@ -2,6 +2,7 @@
 // CMakeLists.txt compiles the kernel translation units once per variant and defines
 // PF_HAVE_ISA_<name> for each; this file (compiled for the baseline) picks the best variant the CPU
 // supports at the first call, or the one PERCEPTUAL_FAST_CPU_ISA names.
+#include <atomic>
 #include <cstdlib>
 #include <mutex>
 #include <stdexcept>
@@ -148,6 +149,14 @@ std::vector<std::pair<std::string, bool>> cpu_features() {
   return {};
 #endif
 }
+
+namespace {
+std::atomic<int> last_threads{0};
+}  // namespace
+
+int last_cpu_threads() { return last_threads.load(); }
+
+void record_cpu_threads(int threads) { last_threads.store(threads); }
 
 void fused_distance_cpu(const FusedArgs& args) { current().forward(args); }
 

@@ -31,7 +31,13 @@ struct FusedArgs {
   unsigned distances;     // bit d set: compute distance d (kernels/distance_slots.h order)
   ElementType element;    // of every map
   std::uintptr_t out;     // float32 [4, count - 1, N, L]; only the requested distances are written
+  int threads = 0;        // CPU: OpenMP threads for this call (the caller passes torch's count); 0: OpenMP's default
 };
+
+// CPU: the OpenMP threads the last CPU kernel call (forward or backward) ran with; the kernels
+// record them (csrc/cpu_dispatch.cpp holds the value).
+int last_cpu_threads();
+void record_cpu_threads(int threads);
 
 // Throws std::invalid_argument naming the first problem found (csrc/fused_distance_args.cpp).
 void check_fused_args(const FusedArgs& args);

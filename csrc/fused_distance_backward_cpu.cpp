@@ -30,8 +30,11 @@ void run_backward(const FusedArgs& args, const std::vector<GradLayerArgs>& grads
   const bool meanpool = ((args.distances >> kMeanpool) & 1u) != 0;
   const int64_t items = N * L;
 
-#pragma omp parallel
+  const int threads = args.threads > 0 ? args.threads : omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
   {
+#pragma omp single
+    record_cpu_threads(omp_get_num_threads());
     cpu::GradScratch scratch;
 #pragma omp for schedule(dynamic, 1)
     for (int64_t item = 0; item < items; ++item) {

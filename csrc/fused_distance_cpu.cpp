@@ -30,8 +30,11 @@ void run(const FusedArgs& args) {
   float* out = reinterpret_cast<float*>(args.out);
   const int64_t items = N * L;
 
-#pragma omp parallel
+  const int threads = args.threads > 0 ? args.threads : omp_get_max_threads();
+#pragma omp parallel num_threads(threads)
   {
+#pragma omp single
+    record_cpu_threads(omp_get_num_threads());
     cpu::Scratch scratch;
     GramScratch gram_scratch;
 #pragma omp for schedule(dynamic, 1)

@@ -38,7 +38,8 @@ def _extension():
 def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
     """Runs ``request`` on the CPU kernel: one ``{name: [N, L]}`` float32 per comparison."""
     call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=True)
-    _extension().fused_distance_cpu(call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr())
+    _extension().fused_distance_cpu(call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr(),
+                                    torch.get_num_threads())  # torch's thread count, so torch.set_num_threads rules both
     return call.results(request.distances)
 
 
@@ -63,7 +64,7 @@ def _kernel_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequ
             ptrs[k], strides[k] = g.data_ptr(), g.stride(0)
         rows.append((*ptrs, *strides))
     _extension().fused_distance_backward_cpu(call.rows, call.batch, call.count, call.mask, call.element,
-                                             call.out.data_ptr(), rows)
+                                             call.out.data_ptr(), rows, torch.get_num_threads())
     return grads
 
 

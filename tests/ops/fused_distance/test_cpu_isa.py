@@ -89,3 +89,20 @@ def test_a_variant_the_cpu_lacks_is_refused_with_its_features():
         pytest.skip(f"this CPU runs every built variant ({VARIANTS}): nothing to refuse here")
     with pytest.raises(ValueError, match=rf"'{lacking[0]}' needs .* which this CPU lacks \(sse4.2 "):
         _C.set_cpu_isa(lacking[0])
+
+
+def test_the_cpu_kernels_follow_torchs_thread_count():
+    """torch.set_num_threads rules the fused op's OpenMP threads too (forward and backward), so one
+    setting caps the whole Scorer."""
+    feats = make_feats(4, ODD_LAYERS, 2, seed=64)
+    before = torch.get_num_threads()
+    try:
+        for threads in sorted({1, before}):
+            torch.set_num_threads(threads)
+            pf.fused_distance(*feats, distances=("spatial",), backend="cpp")
+            assert _C.last_cpu_threads() == threads
+            x = [t.clone().requires_grad_() for t in feats[0]]
+            pf.fused_distance(x, feats[1], distances=("spatial",), backend="cpp")["spatial"].sum().backward()
+            assert _C.last_cpu_threads() == threads
+    finally:
+        torch.set_num_threads(before)
