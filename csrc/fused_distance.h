@@ -44,6 +44,10 @@ void check_fused_args(const FusedArgs& args);
 
 ElementType parse_element_type(const std::string& name);
 
+// The CPU launchers' layer order: largest (C * HW) first, so a dynamic schedule ends with small
+// work items and the threads finish together.
+std::vector<std::int64_t> layers_largest_first(const FusedArgs& args);
+
 // CPU: OpenMP over (sample, layer) work items, largest layers first. float32 or bfloat16 maps. Runs
 // the ISA variant in use (csrc/cpu_dispatch.cpp).
 void fused_distance_cpu(const FusedArgs& args);

@@ -1,4 +1,6 @@
 // Argument checks and parsing shared by the CPU and CUDA launchers (each entry point checks once).
+#include <algorithm>
+#include <numeric>
 #include <stdexcept>
 #include <string>
 
@@ -47,6 +49,15 @@ void check_fused_args(const FusedArgs& args) {
     }
     if ((args.distances >> kLpips) & 1u) check_pointer(layer.lin, alignof(float), where(l) + "lpips weights");
   }
+}
+
+std::vector<std::int64_t> layers_largest_first(const FusedArgs& args) {
+  std::vector<std::int64_t> order(args.layers.size());
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(), [&](std::int64_t x, std::int64_t y) {
+    return args.layers[x].channels * args.layers[x].positions > args.layers[y].channels * args.layers[y].positions;
+  });
+  return order;
 }
 
 void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {

@@ -4,7 +4,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <numeric>
 #include <stdexcept>
 
 #include "csrc/fused_distance.h"
@@ -19,11 +18,7 @@ template <typename T>
 void run_backward(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
   const int64_t N = args.batch, L = static_cast<int64_t>(args.layers.size());
   const int pairs = args.count - 1;
-  std::vector<int64_t> order(static_cast<size_t>(L));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
-    return args.layers[x].channels * args.layers[x].positions > args.layers[y].channels * args.layers[y].positions;
-  });
+  const std::vector<int64_t> order = layers_largest_first(args);
   const float* upstream = reinterpret_cast<const float*>(args.out);
   auto grad_of = [&](int slot, int q, int64_t n, int64_t l) { return upstream[((slot * pairs + q) * N + n) * L + l]; };
   const bool terms = ((args.distances >> kSpatial) & 1u) || ((args.distances >> kLpips) & 1u);

@@ -3,7 +3,6 @@
 #include <omp.h>
 
 #include <algorithm>
-#include <numeric>
 #include <stdexcept>
 
 #include "csrc/fused_distance.h"
@@ -21,12 +20,7 @@ void run(const FusedArgs& args) {
   const int pairs = args.count - 1;
   bool want[kNumDistances];
   for (int d = 0; d < kNumDistances; ++d) want[d] = ((args.distances >> d) & 1u) != 0;
-  // Largest layers first, so the dynamic schedule ends with small items and threads finish together.
-  std::vector<int64_t> order(static_cast<size_t>(L));
-  std::iota(order.begin(), order.end(), 0);
-  std::stable_sort(order.begin(), order.end(), [&](int64_t x, int64_t y) {
-    return args.layers[x].channels * args.layers[x].positions > args.layers[y].channels * args.layers[y].positions;
-  });
+  const std::vector<int64_t> order = layers_largest_first(args);
   float* out = reinterpret_cast<float*>(args.out);
   const int64_t items = N * L;
 

@@ -22,7 +22,6 @@ from . import autograd
 from .autograd import Grads
 from .backend import Backend, DistanceRequest, Terms
 from .extension import KernelCall, extension_kernel_reasons, load_extension
-from .reference import DISTANCES
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16"}
 _GRAD_DTYPES = (torch.float32,)
@@ -45,24 +44,7 @@ def fused_distance_cpp(request: DistanceRequest) -> List[Terms]:
 
 def _kernel_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
     """The backward kernel's gradients (of ``request``'s lpips, spatial and meanpool), float32."""
-    call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=True)
-    call.out.zero_()  # the upstream gradient, in the kernel's [4, count - 1, N, L] slot order
-    for q, terms in enumerate(grad_terms):
-        for d in request.distances:
-            call.out[DISTANCES.index(d), q] = terms[d]
-    grads: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
-    rows = []
-    for layer, row in enumerate(call.rows):
-        channels_last = row[-1]
-        ptrs, strides = [0, 0, 0], [0, 0, 0]
-        for k, maps in enumerate(request.feats):
-            if not needs[k][layer]:
-                continue
-            fmt = torch.channels_last if channels_last else torch.contiguous_format
-            g = autograd.gradient_buffer(maps[layer].shape, maps[layer].device, fmt)
-            grads[k][layer] = g
-            ptrs[k], strides[k] = g.data_ptr(), g.stride(0)
-        rows.append((*ptrs, *strides))
+    call, rows, grads = KernelCall.prepare_backward(request, _ELEMENT, True, grad_terms, needs)
     _extension().fused_distance_backward_cpu(call.rows, call.batch, call.count, call.mask, call.element,
                                              call.out.data_ptr(), rows, torch.get_num_threads())
     return grads

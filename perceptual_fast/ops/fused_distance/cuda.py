@@ -14,13 +14,11 @@ from __future__ import annotations
 from typing import List, Sequence
 
 import torch
-from torch import Tensor
 
 from . import autograd
 from .autograd import Grads
 from .backend import Backend, DistanceRequest, Terms
 from .extension import KernelCall, extension_kernel_reasons, load_extension
-from .reference import DISTANCES
 
 _ELEMENT = {torch.float32: "float32", torch.bfloat16: "bfloat16", torch.float16: "float16"}
 _WORKSPACE_ALIGN = 256  # bytes, as csrc/fused_distance_cuda.cu requires
@@ -49,22 +47,8 @@ def fused_distance_cuda(request: DistanceRequest) -> List[Terms]:
 def _kernel_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
     """The backward kernels' gradients (of ``request``'s lpips, spatial and meanpool), float32 NCHW."""
     ext = load_extension()
-    call = KernelCall.prepare(request, _ELEMENT, channels_last_ok=False)
-    call.out.zero_()  # the upstream gradient, in the kernels' [4, count - 1, N, L] slot order
-    for q, terms in enumerate(grad_terms):
-        for d in request.distances:
-            call.out[DISTANCES.index(d), q] = terms[d]
+    call, rows, grads = KernelCall.prepare_backward(request, _ELEMENT, False, grad_terms, needs)  # the kernels read NCHW
     device = call.out.device
-    grads: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
-    rows = []
-    for layer in range(len(request.feats[0])):
-        ptrs, strides = [0, 0, 0], [0, 0, 0]
-        for k, maps in enumerate(request.feats):
-            if needs[k][layer]:
-                g: Tensor = autograd.gradient_buffer(maps[layer].shape, device)
-                grads[k][layer] = g
-                ptrs[k], strides[k] = g.data_ptr(), g.stride(0)
-        rows.append((*ptrs, *strides))
     args = (call.rows, call.batch, call.count, call.mask, call.element, call.out.data_ptr(), rows)
     with torch.cuda.device(device):
         nbytes = ext.fused_distance_backward_cuda_workspace_bytes(*args)

@@ -5,11 +5,12 @@ raw pointers, strides and a NaN-poisoned output (csrc/bindings.cpp takes them)."
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Collection, List, Mapping, Sequence
+from typing import Collection, List, Mapping, Optional, Sequence
 
 import torch
 from torch import Tensor
 
+from . import autograd
 from .backend import DistanceRequest, Terms, dtype_and_grad_reasons, is_channels_last, is_nchw, nchw, one_device_reasons
 from .reference import DISTANCES
 
@@ -90,6 +91,32 @@ class KernelCall:
         mask = sum(1 << DISTANCES.index(d) for d in request.distances)
         out = torch.full((len(DISTANCES), count - 1, batch, layers), float("nan"), dtype=torch.float32, device=device)
         return KernelCall(rows, batch, count, mask, elements[feats[0][0].dtype], out, [layouts, lin])
+
+    @staticmethod
+    def prepare_backward(request: DistanceRequest, elements: Mapping[torch.dtype, str], channels_last_ok: bool,
+                         grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> tuple:
+        """The arguments of a ``_C.fused_distance_backward_*`` call: ``(call, grad_rows, grads)``. ``call.out``
+        holds the upstream gradient ``grad_terms`` in the kernels' ``[4, count - 1, N, L]`` slot order;
+        ``grad_rows`` per layer ``(g0, g1, g2, stride0, stride1, stride2)``; ``grads`` ``[list][layer]``:
+        float32 buffers in the layout the kernel reads that layer in, None where ``needs`` is False."""
+        call = KernelCall.prepare(request, elements, channels_last_ok)
+        call.out.zero_()
+        for q, terms in enumerate(grad_terms):
+            for d in request.distances:
+                call.out[DISTANCES.index(d), q] = terms[d]
+        grads: List[List[Optional[Tensor]]] = [[None] * len(request.feats[0]) for _ in request.feats]
+        rows = []
+        for layer, row in enumerate(call.rows):
+            fmt = torch.channels_last if row[-1] else torch.contiguous_format
+            ptrs, strides = [0, 0, 0], [0, 0, 0]
+            for k, maps in enumerate(request.feats):
+                if needs[k][layer]:
+                    # looked up per call: the backward tests replace it with a NaN-filled buffer
+                    g = autograd.gradient_buffer(maps[layer].shape, maps[layer].device, fmt)
+                    grads[k][layer] = g
+                    ptrs[k], strides[k] = g.data_ptr(), g.stride(0)
+            rows.append((*ptrs, *strides))
+        return call, rows, grads
 
     def results(self, distances: Sequence[str]) -> List[Terms]:
         """One ``{name: [N, L]}`` per comparison, views of ``out``."""
