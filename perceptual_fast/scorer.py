@@ -30,7 +30,7 @@ class Scorer:
     """Deep-feature distances between images, for one trunk.
 
     trunk: a registry name (``pf.list_trunks()``: ``alexnet``, ``resnet50``, ``vit_b_8``, ...), the
-        path of a TorchScript archive (``perceptual-fast export``) or of a weights file carrying
+        path of an exported trunk (``perceptual-fast export``: ``.pt2`` or TorchScript) or of a weights file carrying
         its trunk config (``save_trunk``), or a module with ``forward_taps(x) -> List[Tensor]``
         (and optionally ``min_input_size()``, ``tap_channels``).
     weights: for a name: a local file, ``"torchvision"`` (torch hub cache) or ``"random"``

@@ -1,4 +1,5 @@
-"""Exported TorchScript trunks and config-carrying weight files: what the Scorer loads without the Python class."""
+"""Exported trunks (torch.export .pt2, TorchScript .pt) and config-carrying weight files: what the Scorer loads
+without the Python class."""
 
 import json
 import warnings
@@ -9,7 +10,7 @@ from safetensors.torch import save_file
 
 import perceptual_fast as pf
 from perceptual_fast.cli import main
-from perceptual_fast.trunks import CheckpointError, load_trunk, read_checkpoint, save_trunk
+from perceptual_fast.trunks import CheckpointError, ExportedTrunk, load_trunk, read_checkpoint, save_trunk
 
 # (trunk, config, distances): the Scorer's view of every family, with small widths/depths.
 CASES = [
@@ -27,26 +28,95 @@ def triplets(photos, distorted):
             "judge": torch.tensor([0.2, 0.5, 0.9])}
 
 
-@pytest.mark.parametrize("name,config,distances", CASES, ids=[c[0] for c in CASES])
-def test_exported_archive_scores_like_the_eager_trunk(name, config, distances, triplets, tmp_path, capsys):
-    archive = tmp_path / "trunk.pt"
+def _export(name, config, archive, capsys):
     args = ["export", "--trunk", name, "--weights", "random", "--seed", "3", "-o", str(archive)]
     args += [a for k, v in config.items() for a in ("--config", f"{k}={json.dumps(v) if not isinstance(v, str) else v}")]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream
         assert main(args) == 0
-        assert f"wrote {archive}: trunk {name}" in capsys.readouterr().out
-        lin = "lpips" if "lpips" in distances else None
-        scripted = pf.Scorer(archive, lin=lin, distances=distances)
+    assert f"wrote {archive}: trunk {name}" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".pt"], ids=["torch.export", "torchscript"])
+@pytest.mark.parametrize("name,config,distances", CASES, ids=[c[0] for c in CASES])
+def test_exported_archive_scores_like_the_eager_trunk(name, config, distances, suffix, triplets, tmp_path, capsys):
+    archive = tmp_path / f"trunk{suffix}"
+    _export(name, config, archive, capsys)
+    lin = "lpips" if "lpips" in distances else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        exported = pf.Scorer(archive, lin=lin, distances=distances)
     eager = pf.Scorer(name, weights="random", seed=3, trunk_config=config, lin=lin, distances=distances)
-    assert isinstance(scripted.trunk, torch.jit.ScriptModule) and not isinstance(eager.trunk, torch.jit.ScriptModule)
-    assert scripted.trunk_name == eager.trunk_name == name
-    assert scripted.min_size == eager.min_size and list(scripted.trunk.tap_channels) == eager.trunk.tap_channels
-    got, want = scripted.score(triplets), eager.score(triplets)
+    kind = ExportedTrunk if suffix == ".pt2" else torch.jit.ScriptModule
+    assert isinstance(exported.trunk, kind) and not isinstance(eager.trunk, (ExportedTrunk, torch.jit.ScriptModule))
+    assert exported.trunk_name == eager.trunk_name == name
+    assert exported.min_size == eager.min_size and list(exported.trunk.tap_channels) == eager.trunk.tap_channels
+    got, want = exported.score(triplets), eager.score(triplets)
     for key in ("d0", "d1"):
         for d in distances:
             torch.testing.assert_close(got[key][d], want[key][d], rtol=1e-5, atol=1e-7)
     assert got["2afc_mean"] == want["2afc_mean"]
+
+
+@pytest.mark.parametrize("name,config,distances", CASES[:3], ids=[c[0] for c in CASES[:3]])
+def test_pt2_program_takes_any_batch_and_image_size(name, config, distances, tmp_path, capsys):
+    """One traced program for every batch (1 included) and size (odd, non-square, the ViT's native grid),
+    float32 and float64, channels_last, with the taps of the eager trunk; gradients reach the input."""
+    archive = tmp_path / "trunk.pt2"
+    _export(name, config, archive, capsys)
+    exported, eager = load_trunk(archive), load_trunk(name, weights="random", seed=3, head=False, **config)
+    multiple, low = eager.input_multiple, eager.min_input_size()
+    sides = [(low, low), (64, 64), (97, 70), (low, 3 * low)]
+    if name.startswith("vit"):
+        native = eager.grid * multiple  # the position grid as trained: its resampling must be the identity
+        sides = [(native, native), (64, 40), (8 * multiple, 3 * multiple)]
+    for batch, (h, w) in zip((1, 3, 2, 1), sides):
+        h, w = h // multiple * multiple, w // multiple * multiple
+        x = torch.randn(batch, 3, h, w)
+        with torch.no_grad():
+            for got, want in zip(exported.forward_taps(x), eager.forward_taps(x)):
+                torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    with torch.no_grad():
+        got = exported.to(torch.float64, memory_format=torch.channels_last).forward_taps(
+            x.contiguous(memory_format=torch.channels_last))
+        want = eager.double().forward_taps(x)
+    for g, w in zip(got, want):
+        assert g.dtype == torch.float64
+        torch.testing.assert_close(g, w, rtol=1e-12, atol=1e-12)
+    x.requires_grad_(True)
+    sum(t.sum() for t in exported.forward_taps(x)).backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all() and x.grad.abs().sum() > 0
+    assert exported.train().training and not exported.eval().training  # a traced program keeps eval behaviour
+
+
+def test_pt2_archive_errors_and_weights(tmp_path, capsys):
+    archive = tmp_path / "vit.pt2"
+    _export("vit_t_16", {"depth": 1}, archive, capsys)
+    vit = load_trunk(archive)
+    with pytest.raises(ValueError, match=r"input 64x72 is not a multiple of 16: resize or crop"):
+        vit.forward_taps(torch.randn(1, 3, 64, 72))
+    with pytest.raises(ValueError, match=r"input 32x8 is smaller than its minimum side 16"):
+        vit.forward_taps(torch.randn(1, 3, 32, 8))
+    # its weights load into the named trunk (a .pt2 is a weights file too), config from the archive
+    named = load_trunk("vit_t_16", weights=archive, head=False)
+    assert named.trunk_config == vit.trunk_config
+    x = torch.randn(1, 3, 48, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(named.forward_taps(x)[0], vit.forward_taps(x)[0], rtol=1e-5, atol=1e-6)
+    with pytest.raises(ValueError, match=r"is a torch.export archive: its config is fixed, it takes no \['depth'\]"):
+        load_trunk(archive, depth=2)
+    data = archive.read_bytes()
+    (tmp_path / "cut.pt2").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match=r"cannot read .*cut\.pt2.*\(is it truncated or corrupt"):
+        load_trunk(tmp_path / "cut.pt2")
+    # a torch.export archive that is not a trunk
+    plain = torch.export.export(torch.nn.Conv2d(3, 4, 3), (torch.randn(1, 3, 8, 8),))
+    torch.export.save(plain, str(tmp_path / "conv.pt2"))
+    with pytest.raises(CheckpointError, match=r"carries no 'perceptual_fast.taps'.* it is not a trunk \(write one with"):
+        load_trunk(tmp_path / "conv.pt2")
+    assert main(["export", "--trunk", "alexnet", "--weights", "random", "--with-head", "-o", str(tmp_path / "a.pt2")]) == 2
+    assert "a .pt2 archive holds the taps only; --with-head needs a TorchScript archive" in capsys.readouterr().err
 
 
 def test_save_trunk_carries_the_config(tmp_path):

@@ -1,21 +1,28 @@
-"""``perceptual-fast export``: a trunk with its weights as a TorchScript archive the Scorer loads without the Python class."""
+"""``perceptual-fast export``: a trunk with its weights as an archive the Scorer loads without the Python class.
+
+``-o trunk.pt2``: a ``torch.export`` program of the taps (dynamic batch and image size; the
+format torch recommends). ``-o trunk.pt``: a TorchScript archive (taps and, with ``--with-head``,
+the classifier).
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
 import warnings
+from pathlib import Path
 from typing import Dict, List
 
 import torch
 
-from ..trunks import load_trunk, trunk_name
+from ..trunks import export_trunk, load_trunk, trunk_name
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "export",
-        help="write a trunk and its weights as a TorchScript archive (Scorer(trunk='trunk.pt') scores with it)",
+        help="write a trunk and its weights as a torch.export (.pt2) or TorchScript (.pt) archive "
+             "(Scorer(trunk='trunk.pt2') scores with it)",
     )
     p.add_argument(
         "--trunk", required=True, help="a trunk name (resnet50, vit_b_8, alexnet, ...) or a weights file with its config"
@@ -26,8 +33,10 @@ def add_parser(sub) -> None:
         "--config", action="append", default=[], metavar="KEY=VALUE",
         help="trunk config override, repeatable; VALUE is JSON where it parses (width=0.25, skip_connections=false, taps=patch)",
     )
-    p.add_argument("--with-head", action="store_true", help="keep the classifier (default: taps only, what scoring needs)")
-    p.add_argument("-o", "--output", required=True, help="archive to write, e.g. trunk.pt")
+    p.add_argument("--with-head", action="store_true",
+                   help="TorchScript only: keep the classifier (default: taps only, what scoring needs)")
+    p.add_argument("-o", "--output", required=True,
+                   help="archive to write: trunk.pt2 (torch.export, taps only) or trunk.pt (TorchScript)")
     p.set_defaults(func=run)
 
 
@@ -46,11 +55,18 @@ def parse_config(items: List[str]) -> Dict[str, object]:
 
 
 def run(args: argparse.Namespace) -> int:
+    program = Path(args.output).suffix == ".pt2"
+    if program and args.with_head:
+        raise ValueError("a .pt2 archive holds the taps only; --with-head needs a TorchScript archive (-o trunk.pt)")
     trunk = load_trunk(args.trunk, args.weights, seed=args.seed, head=args.with_head, **parse_config(args.config))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; users asked for this format
-        scripted = torch.jit.script(trunk)
-        torch.jit.save(scripted, args.output)
+    if program:
+        export_trunk(trunk, args.output)
+        kind = "torch.export program, dynamic batch and image size"
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)  # torch.jit is deprecated upstream; users asked for this format
+            torch.jit.save(torch.jit.script(trunk), args.output)
+        kind = f"TorchScript, {'with' if args.with_head else 'without'} classifier"
     print(f"wrote {args.output}: trunk {trunk_name(trunk)}, {len(trunk.tap_channels)} taps with channels {trunk.tap_channels}, "
-          f"min input {trunk.min_input_size()} px, {'with' if args.with_head else 'without'} classifier")
+          f"min input {trunk.min_input_size()} px ({kind})")
     return 0

@@ -27,13 +27,13 @@ def add_trunk_options(p: argparse.ArgumentParser, default_weights: Optional[str]
         "--trunk",
         default="alexnet",
         type=trunk_argument,
-        help="a registry name (default: alexnet; see perceptual_fast.list_trunks()), or the path of a TorchScript "
-        "archive (perceptual-fast export) or of a checkpoint that carries its trunk config",
+        help="a registry name (default: alexnet; see perceptual_fast.list_trunks()), or the path of an exported "
+        "trunk (perceptual-fast export: .pt2 or TorchScript) or of a checkpoint that carries its trunk config",
     )
     p.add_argument(
         "--weights",
         default=default_weights,
-        help="trunk weights: a local file (.safetensors/.pt/.pth/TorchScript), 'torchvision' (torch hub cache) "
+        help="trunk weights: a local file (.safetensors/.pt/.pth/.pt2/TorchScript), 'torchvision' (torch hub cache) "
         "or 'random' (seeded); nothing is downloaded",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")

@@ -20,6 +20,7 @@ class TapTrunk(nn.Module):
     tap_channels: channel count of each tap, in order (lin weights are checked against it).
     min_side: the smallest square input side for which every tap has a position; scripted
         archives keep it and answer ``min_input_size()`` without the Python class.
+    input_multiple: input sides must be multiples of it (a ViT's patch size; 1 for the convnets).
     trunk_config: the JSON config the registry built the trunk from ("" when built directly);
         saved as an archive attribute so an exported trunk still names itself.
     has_head: False when the classifier was built on the meta device and dropped (taps only).
@@ -31,12 +32,14 @@ class TapTrunk(nn.Module):
 
     tap_channels: List[int]
     min_side: int
+    input_multiple: int
     trunk_config: str
     has_head: bool
 
-    def _finish(self, tap_channels: List[int], has_head: bool) -> None:
+    def _finish(self, tap_channels: List[int], has_head: bool, input_multiple: int = 1) -> None:
         self.tap_channels = list(tap_channels)
         self.has_head = has_head
+        self.input_multiple = input_multiple
         self.trunk_config = ""
         side = 1
         while min(min(s[1], s[2]) for s in self.tap_shapes(side, side)) < 1:

@@ -2,13 +2,15 @@
 
 Formats: ``.safetensors``; torch ``.pt``/``.pth``/``.bin`` read with ``weights_only=True`` (state
 dicts nested under ``state_dict``/``model`` and ``module.``-style prefixes are unwrapped);
-TorchScript archives (their parameters and buffers). Nothing is ever downloaded.
+TorchScript archives and ``torch.export`` archives (their parameters and buffers). Nothing is ever
+downloaded.
 
 Trunk configs travel with the weights, so a sweep needs only the files: ``save_trunk`` writes a
 safetensors file whose metadata key ``perceptual_fast.trunk`` holds the trunk's JSON config
 (``{"name": "resnet50", "family": "resnet", "depth": 50, "width": 0.25, ...}``); a torch
-checkpoint may carry the same JSON string under that top-level key, and an exported TorchScript
-archive carries it as its ``trunk_config`` attribute. ``read_checkpoint`` returns it when present.
+checkpoint may carry the same JSON string under that top-level key, an exported TorchScript
+archive carries it as its ``trunk_config`` attribute, and a ``torch.export`` archive (``.pt2``) as
+its extra file of that name. ``read_checkpoint`` returns it when present.
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ from torch import Tensor, nn
 _NESTED_KEYS = ("state_dict", "model", "model_state_dict", "module")
 _PREFIXES = ("module.", "_orig_mod.", "model.")
 CONFIG_KEY = "perceptual_fast.trunk"
+TAPS_KEY = "perceptual_fast.taps"  # a .pt2 trunk's tap channels, minimum side and input multiple (JSON)
+EXPORTED_PREFIX = "trunk."  # a .pt2 trunk's parameters are the trunk's own names under this prefix
 
 TrunkConfig = Dict[str, Any]
 
@@ -50,6 +54,9 @@ def read_checkpoint(path: str | os.PathLike) -> Tuple[Dict[str, Tensor], Optiona
         raise CheckpointError(f"weights file {str(path)!r} does not exist (nothing is downloaded: give a local file)")
     if path.suffix == ".safetensors":
         state, config = _read_safetensors(path)
+    elif is_exported_program(path):
+        program, extra = read_exported(path)
+        state, config = exported_state_dict(program), extra[CONFIG_KEY] or None
     elif is_torchscript_archive(path):
         module = load_torchscript(path)
         state = {k: v.detach() for k, v in module.state_dict().items()}
@@ -107,6 +114,35 @@ def is_torchscript_archive(path: str | os.PathLike) -> bool:
         return any(name.endswith("constants.pkl") or "/code/" in name for name in archive.namelist())
 
 
+def is_exported_program(path: str | os.PathLike) -> bool:
+    """Whether ``path`` is a ``torch.export`` archive (a zip with ``archive_format`` and ``models/``)."""
+    if not zipfile.is_zipfile(path):
+        return False
+    with zipfile.ZipFile(path) as archive:
+        names = archive.namelist()
+    return any(n.endswith("/archive_format") for n in names) and any("/models/" in n for n in names)
+
+
+def read_exported(path: str | os.PathLike) -> Tuple[torch.export.ExportedProgram, Dict[str, str]]:
+    """The program in ``path`` and its perceptual_fast extra files (CheckpointError if unreadable)."""
+    extra = {CONFIG_KEY: "", TAPS_KEY: ""}
+    try:
+        program = torch.export.load(str(path), extra_files=extra)
+    except Exception as err:  # truncated zips and bad graphs raise many types; all mean "unreadable"
+        raise CheckpointError(
+            f"cannot read torch.export archive {str(path)!r}: {_first_line(err)} "
+            "(is it truncated or corrupt, or written by a newer torch?)"
+        ) from err
+    return program, extra
+
+
+def exported_state_dict(program: torch.export.ExportedProgram) -> Dict[str, Tensor]:
+    """The trunk's parameters and buffers in a program ``export_trunk`` wrote, under the trunk's own names."""
+    state = dict(program.state_dict)
+    state.update({k: v for k, v in program.constants.items() if isinstance(v, Tensor)})
+    return {k[len(EXPORTED_PREFIX):] if k.startswith(EXPORTED_PREFIX) else k: v.detach() for k, v in state.items()}
+
+
 def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
     """Loads a TorchScript archive on the CPU (CheckpointError if it cannot be read)."""
     try:
@@ -117,13 +153,18 @@ def load_torchscript(path: str | os.PathLike) -> torch.jit.ScriptModule:
         raise CheckpointError(f"cannot read TorchScript archive {str(path)!r}: {err} (is it truncated or corrupt?)") from err
 
 
+def _first_line(err: Exception) -> str:
+    """``"TypeName: first line of the message"``: torch's loader errors can run to pages."""
+    return f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+
+
 def _read_torch_pickle(path: Path) -> Tuple[Dict[str, Tensor], Optional[str]]:
     try:
         obj = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as err:  # torch raises many types for bad pickles/zips; all mean "unreadable"
         raise CheckpointError(
-            f"cannot read torch checkpoint {str(path)!r} with weights_only=True: {type(err).__name__}: "
-            f"{str(err).splitlines()[0] if str(err) else ''} (is it truncated or corrupt, or not a state dict?)"
+            f"cannot read torch checkpoint {str(path)!r} with weights_only=True: {_first_line(err)} "
+            "(is it truncated or corrupt, or not a state dict?)"
         ) from err
     config = obj.get(CONFIG_KEY) if isinstance(obj, Mapping) else None
     return unwrap_state_dict(obj, source=str(path)), config if isinstance(config, str) else None

@@ -23,12 +23,14 @@ from . import lpips_nets
 from .checkpoint import (
     CheckpointError,
     TrunkConfig,
+    is_exported_program,
     is_torchscript_archive,
     load_strict,
     load_torchscript,
     read_checkpoint,
     torch_hub_checkpoint,
 )
+from .exported import load_exported
 from .resnet import DEPTHS, ResNet
 from .vit import VisionTransformer
 
@@ -87,7 +89,7 @@ def trunk_spec(name: str) -> TrunkSpec:
     if key not in _TRUNKS:
         raise ValueError(
             f"unknown trunk {name!r}; available: {', '.join(list_trunks())} "
-            "(or the path of an exported TorchScript trunk or of a weights file carrying its trunk config)"
+            "(or the path of an exported trunk, .pt2 or TorchScript, or of a weights file carrying its trunk config)"
         )
     return _TRUNKS[key]
 
@@ -127,11 +129,13 @@ def load_trunk(name_or_path: Union[str, os.PathLike], weights: WeightsSpec = Non
 
     name_or_path: a name from ``list_trunks()`` (config overrides as keywords, e.g.
       ``load_trunk("resnet50", weights="random", width=0.25)``), or the path of
-      * a TorchScript archive (``perceptual-fast export``): returned as the scripted module;
+      * a ``torch.export`` archive (``perceptual-fast export -o trunk.pt2``): an ``ExportedTrunk``
+        running the traced program (taps only; ``head`` does not apply);
+      * a TorchScript archive (``perceptual-fast export -o trunk.pt``): returned as the scripted module;
       * a weights file carrying a trunk config (``save_trunk``): rebuilt from it alone.
     weights (for a name):
       * a path: ``.safetensors``, torch ``.pt``/``.pth`` (read with weights_only=True), or a
-        TorchScript archive; loaded strictly (every key and shape must match). A config in the
+        TorchScript or torch.export archive; loaded strictly (every key and shape must match). A config in the
         file (same trunk name) fills every argument not given as a keyword;
       * ``"torchvision"``: torchvision's own checkpoint, if it is in the local torch hub cache;
       * ``"random"``: a random initialisation seeded with ``seed`` (reproducible; not a
@@ -185,9 +189,13 @@ def _is_registered(name_or_path: Union[str, os.PathLike]) -> bool:
 
 
 def _load_trunk_file(path: Path, weights: WeightsSpec, head: bool, config: Mapping[str, Any]) -> nn.Module:
-    """A trunk from a file alone: a TorchScript archive as it is, or a weights file with a config."""
+    """A trunk from a file alone: a torch.export or TorchScript archive as it is, or a weights file with a config."""
     if weights is not None:
         raise ValueError(f"{str(path)!r} is a file: it holds its own weights, so pass no weights= (got {weights!r})")
+    if is_exported_program(path):
+        if config:
+            raise ValueError(f"{str(path)!r} is a torch.export archive: its config is fixed, it takes no {sorted(config)}")
+        return load_exported(path).eval()
     if is_torchscript_archive(path):
         if config:
             raise ValueError(f"{str(path)!r} is a TorchScript archive: its config is fixed, it takes no {sorted(config)}")

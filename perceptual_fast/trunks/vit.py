@@ -135,11 +135,11 @@ class VisionTransformer(TapTrunk):
         with head_device(head):
             self.head = nn.Linear(embed_dim, num_classes)
         _init_linears(self.head)
-        self._finish([embed_dim] * depth, head)
+        self._finish([embed_dim] * depth, head, input_multiple=patch_size)
 
     def _tokens(self, x: Tensor) -> Tuple[Tensor, int, int]:
         """Images ``[N, 3, H, W]`` -> tokens ``[N, 1 + h*w, C]`` (class token first, positions added), h, w."""
-        p = self.patch_size
+        p = self.input_multiple
         if x.shape[-2] % p != 0 or x.shape[-1] % p != 0:
             raise ValueError(
                 "ViT input {}x{} is not a multiple of the patch size {}: resize or crop the images".format(
@@ -150,10 +150,12 @@ class VisionTransformer(TapTrunk):
         h, w = x.shape[-2], x.shape[-1]
         x = x.flatten(2).transpose(1, 2)
         pos = self.pos_embed
-        if h != self.grid or w != self.grid:
-            grid = pos[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2).float()
-            grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-            pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)], dim=1)
+        # Resampled at every size, the native grid included: there it is the identity bit for bit
+        # (bicubic weights 1, 0, 0 at integer offsets), and one code path lets torch.export trace a
+        # program for every image size instead of specialising to the size it was traced at.
+        grid = pos[:, 1:].reshape(1, self.grid, self.grid, -1).permute(0, 3, 1, 2).float()
+        grid = F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=False, antialias=True)
+        pos = torch.cat([pos[:, :1], grid.permute(0, 2, 3, 1).reshape(1, h * w, -1).to(pos.dtype)], dim=1)
         x = torch.cat([self.cls_token.expand(x.shape[0], -1, -1), x], dim=1)
         return x + pos, h, w
 
@@ -167,7 +169,9 @@ class VisionTransformer(TapTrunk):
             if self.patch_taps:
                 taps.append(x[:, 1:].transpose(1, 2).reshape(x.shape[0], x.shape[2], h, w))
             else:
-                taps.append(x[:, 0, :, None, None].contiguous())
+                # A copy always (not .contiguous(), which copies only when batch > 1): one code path for
+                # every batch size, so torch.export need not specialise batch 1.
+                taps.append(x[:, 0, :, None, None].clone(memory_format=torch.contiguous_format))
         return taps
 
     def forward(self, x: Tensor) -> Tensor:

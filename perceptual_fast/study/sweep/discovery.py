@@ -14,7 +14,7 @@ from ...trunks import load_trunk
 from ...trunks.checkpoint import CONFIG_KEY
 from ..train import STATE_FILE, TRAIN_KEY
 
-CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".jit")
+CHECKPOINT_SUFFIXES = (".safetensors", ".pt", ".pth", ".bin", ".ts", ".jit", ".pt2")
 
 
 def expand_checkpoints(specs: Sequence[str]) -> List[Path]:
