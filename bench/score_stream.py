@@ -14,6 +14,7 @@ Throughput (alexnet fp32, random trunk weights, the same in both; start-up exclu
               fp32) + single-thread decode time of all the images spread over the cores
 Memory: peak RSS of the whole `score` process (a child of this one) over N pairs of 128x128 PNGs, for
 each N in --memory: flat memory means the largest N's peak is within a few % of the smallest's.
+Every path runs with ``tune_cpu_allocator()`` (what the command does at startup: util/allocator.py).
 Medians of --repeats runs, interleaved. Writes bench/results/score_stream.{csv,json}.
 """
 
@@ -134,6 +135,9 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
+    # Every in-process path (and the bound) with the allocator setting the `score` command uses, so
+    # that the comparison is of the pipelines, not of glibc settings.
+    allocator = pf.tune_cpu_allocator()
     records = []
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
@@ -164,14 +168,14 @@ def main() -> None:
                            [[k, rate[k], rate[k] / rate["lpips"], 100 * rate[k] / rate["bound"]] for k in rate],
                            floatfmt=".2f"))
         records += [{"kind": "throughput", "path": k, "pairs": args.pairs, "size": args.size, "pairs_per_s": rate[k],
-                     "peak_rss_mb": "", "machine": machine_name()} for k in rate]
+                     "peak_rss_mb": "", "machine": machine_name(), "allocator": allocator} for k in rate]
         mem_rows = []
         for n in (int(v) for v in args.memory.split(",")):
             mx, my = make_pairs(tmp / f"mem{n}", n, 128, seed=n)
             seconds, rss = run_ours(mx, my, tmp / f"mem{n}.csv", args.batch)
             mem_rows.append([n, rss, n / seconds])
             records.append({"kind": "memory", "path": "ours", "pairs": n, "size": 128, "pairs_per_s": n / seconds,
-                            "peak_rss_mb": rss, "machine": machine_name()})
+                            "peak_rss_mb": rss, "machine": machine_name(), "allocator": allocator})
         print(format_table(["pairs (128x128)", "peak RSS MB", "pairs/s"], mem_rows, floatfmt=".1f"))
         print(f"peak RSS ratio {mem_rows[-1][0]} / {mem_rows[0][0]} pairs: {mem_rows[-1][1] / mem_rows[0][1]:.3f}")
     write_records("score_stream", records)

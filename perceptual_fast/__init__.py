@@ -14,6 +14,7 @@ from .dropin import LPIPS
 from .ops.fused_distance import DISTANCES, BackendUnavailable, fused_distance
 from .scorer import Scorer, score
 from .trunks import CheckpointError, list_trunks, load_trunk, save_trunk
+from .util.allocator import tune_cpu_allocator
 
 __version__ = "0.1.0"
 
@@ -29,4 +30,5 @@ __all__ = [
     "load_trunk",
     "save_trunk",
     "score",
+    "tune_cpu_allocator",
 ]

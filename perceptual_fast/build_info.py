@@ -14,6 +14,8 @@ from typing import Dict, List
 
 import torch
 
+from .util.allocator import allocator_state
+
 
 def _cpu_model() -> str:
     try:
@@ -39,8 +41,8 @@ def build_info() -> Dict[str, object]:
     AVX-512-BF16, AMX), ``cpu_isa_variants`` (compiled variant -> whether this CPU runs it),
     ``cpu_isa`` (the one in use), ``openmp_threads``, ``cuda_built`` and ``cuda_archs`` (of ``_C``),
     ``cuda_devices`` (what torch sees), ``triton`` (version or None), ``torch``, ``bf16_cpu_fast``
-    (oneDNN's bf16 support: bf16 convolutions run natively), ``extension_error`` (why ``_C`` is
-    missing, or None)."""
+    (oneDNN's bf16 support: bf16 convolutions run natively), ``allocator`` (``util/allocator.py``),
+    ``extension_error`` (why ``_C`` is missing, or None)."""
     info: Dict[str, object] = {"cpu": _cpu_model(), "machine": platform.machine(), "torch": torch.__version__,
                                "triton": _triton_version(), "extension_error": None}
     try:
@@ -55,6 +57,7 @@ def build_info() -> Dict[str, object]:
     info["cuda_devices"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] \
         if torch.cuda.is_available() else []
     info["bf16_cpu_fast"] = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    info["allocator"] = allocator_state()
     return info
 
 
@@ -72,6 +75,7 @@ def format_build_info(info: Dict[str, object]) -> List[str]:
         f"devices: {', '.join(info['cuda_devices']) or 'none'}",
         f"triton         {info['triton'] or 'not installed'}",
         f"torch          {info['torch']}",
+        f"allocator      {info['allocator']}",
         "precisions     fp32 everywhere; bf16 " + ("runs natively here (oneDNN bf16)" if info["bf16_cpu_fast"] else
                                                     "on this CPU runs emulated convolutions (slow): use fp32 here"),
     ]

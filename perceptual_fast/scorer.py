@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import os
 import threading
@@ -19,11 +20,23 @@ from .ops.fused_distance import fused_distance, requested_backend
 from .ops.fused_distance.reference import check_distance_names
 from .preprocess import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
+from .util.passes import PassSpec, check_pass_size, cpu_threads, images_per_pass, is_count, pass_sizes
 from .util.precision import STORAGE, autocast_dtype, resolve_precision
 
 LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
 
 _MEMORY_FORMATS = {"auto": None, "channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
+
+
+def _with_threads(method):
+    """Runs a Scorer method under its ``num_threads`` (see ``Scorer``)."""
+
+    @functools.wraps(method)
+    def run(self: "Scorer", *args, **kwargs):
+        with cpu_threads(self.num_threads):
+            return method(self, *args, **kwargs)
+
+    return run
 
 
 class Scorer:
@@ -52,6 +65,13 @@ class Scorer:
         taps in place), NCHW on CUDA (the GPU kernels read NCHW taps).
     check_values: check that float images are finite and in ``input_range`` (default). False skips
         it (no device sync per call), for a loss on unconstrained outputs as the ``lpips`` package.
+    pass_size: the most images one trunk pass takes; a larger batch runs in equal sub-batches whose
+        taps are concatenated (the same values). ``"auto"`` (default): the size measured fastest
+        for this trunk on a CPU, scaled by the image area (``util/passes.py``), no split on GPUs
+        or for trunks the table does not know; None: the whole batch in one pass.
+    num_threads: CPU threads for this Scorer's calls (``torch.set_num_threads`` for their duration,
+        restored after; the cpp kernels follow it). None (default): torch's setting as it is. A
+        backward pass (``loss.backward()``) runs later, with the setting then in force.
     """
 
     def __init__(
@@ -69,6 +89,8 @@ class Scorer:
         compile: Union[bool, str] = False,
         memory_format: str = "auto",
         check_values: bool = True,
+        pass_size: PassSpec = "auto",
+        num_threads: Optional[int] = None,
     ):
         self.device = torch.device(device) if device is not None else torch.device("cpu")
         self.precision = resolve_precision(precision, self.device)
@@ -80,12 +102,17 @@ class Scorer:
         parse_range(input_range)
         self.input_range = input_range
         self.check_values = check_values
+        self.pass_size = check_pass_size(pass_size)
+        if num_threads is not None and not is_count(num_threads):
+            raise ValueError(f"num_threads must be None (torch's setting) or a positive int; got {num_threads!r}")
+        self.num_threads = num_threads
         if isinstance(trunk, (str, os.PathLike)):
             module = load_trunk(trunk, weights, seed=seed, head=False, **dict(trunk_config or {}))
         else:
             module = trunk
         self.trunk_name = trunk_name(module)
         spec = trunk_spec(self.trunk_name) if self.trunk_name in list_trunks() else None
+        self._pass_keys = () if spec is None else (spec.name, spec.family)
         if memory_format not in _MEMORY_FORMATS:
             raise ValueError(f"memory_format {memory_format!r} is not one of {', '.join(_MEMORY_FORMATS)}")
         if memory_format == "auto":
@@ -126,9 +153,14 @@ class Scorer:
             check_same_shape(items[0][1], x, items[0][0], name)
         return scaled_batch([(x, r) for (_, x), r in zip(items, ranges)], self.dtype, self.device, self.memory_format)
 
+    @_with_threads
     def features(self, x: Tensor) -> List[Tensor]:
         """Tap feature maps of images ``x`` ``[N, 3, H, W]`` (validated like every input): L x ``[N, C_l, H_l, W_l]``."""
         return self._taps(self._scaled({"images": x}))
+
+    def images_per_pass(self, height: int, width: int) -> Optional[int]:
+        """The most images of ``height`` x ``width`` one trunk pass takes under ``pass_size`` (None: no limit)."""
+        return images_per_pass(self.pass_size, self._pass_keys, self.device, height, width)
 
     def _taps(self, x: Tensor) -> List[Tensor]:
         """x: LPIPS-scaled images ``[N, 3, H, W]`` -> the trunk's taps.
@@ -137,9 +169,11 @@ class Scorer:
         autocast the caller has on (a training loop's ``torch.autocast``), as any module would.
         """
         autocast = torch.autocast(self.device.type, dtype=self.autocast) if self.autocast else contextlib.nullcontext()
+        limit = self.images_per_pass(x.shape[-2], x.shape[-1])
         with torch.set_grad_enabled(torch.is_grad_enabled() and x.requires_grad), autocast:
             forward_taps = self.trunk.forward_taps if self._compiled_taps is None else self._compiled_taps
-            taps = list(forward_taps(x))
+            passes = [list(forward_taps(part)) for part in x.split(pass_sizes(x.shape[0], limit))]
+        taps = passes[0] if len(passes) == 1 else [torch.cat(parts) for parts in zip(*passes)]
         if len({t.dtype for t in taps}) > 1:
             # Mixed tap dtypes (e.g. a ViT's float32 residual stream under autocast): one dtype for the fused op.
             taps = [t.float() for t in taps]
@@ -187,10 +221,28 @@ class Scorer:
         return out
 
     def _terms(self, named: Mapping[str, Tensor]) -> tuple:
-        """The distance op of every later named batch against the first (taps from ``_input_taps``)."""
+        """The distance op of every later named batch against the first (taps from ``_input_taps``):
+        a tuple of ``{name: [N, L]}``, one per later batch.
+
+        A batch larger than a trunk pass runs in passes of whole pairs or triplets (``pass_size``):
+        each pass's taps go to the distance op while they are still in cache, and no taps are
+        concatenated; only the ``[n, L]`` terms are.
+        """
+        items = list(named.values())
+        sizes = [items[0].shape[0]] if isinstance(items[0], Tensor) and items[0].dim() == 4 else []
+        if sizes and all(isinstance(x, Tensor) and x.shape == items[0].shape for x in items):
+            limit = self.images_per_pass(items[0].shape[-2], items[0].shape[-1])
+            sizes = pass_sizes(sizes[0], None if limit is None else max(1, limit // len(items)))
+        if len(sizes) <= 1:  # one pass (or inputs that the checks in _input_taps will reject)
+            return self._pass_terms(named)
+        passes = [self._pass_terms(dict(zip(named, parts))) for parts in zip(*(x.split(sizes) for x in items))]
+        return tuple({k: torch.cat([p[i][k] for p in passes]) for k in passes[0][i]} for i in range(len(passes[0])))
+
+    def _pass_terms(self, named: Mapping[str, Tensor]) -> tuple:
         terms = self._head(*self._input_taps(named))
         return terms if isinstance(terms, tuple) else (terms,)
 
+    @_with_threads
     def target(self, y: Tensor) -> "Target":
         """The taps of fixed images ``y`` ``[N, 3, H, W]``, computed once without gradients, for later
         ``distance(x, target)`` calls (a loss against a fixed reference: its trunk pass is not repeated)."""
@@ -198,6 +250,7 @@ class Scorer:
             (taps,) = self._input_taps({"target": y})
         return Target(self, tuple(y.shape), taps)
 
+    @_with_threads
     def distance(self, x0: Tensor, x1: Union[Tensor, "Target"], per_layer: bool = False) -> Dict[str, Tensor]:
         """Distances between ``x0`` and ``x1`` (``[N, 3, H, W]`` each, paired by index), or between ``x0``
         and a :class:`Target` of this Scorer (``scorer.target(y)``: its taps are reused).
@@ -214,6 +267,7 @@ class Scorer:
             (terms,) = self._terms({"x0": x0, "x1": x1})
         return terms if per_layer else {k: v.sum(dim=1) for k, v in terms.items()}
 
+    @_with_threads
     def score(self, batch: Mapping[str, Tensor], per_layer: bool = False) -> Dict[str, object]:
         """Scores triplets: ``batch`` holds ``ref``, ``p0``, ``p1`` (``[N, 3, H, W]``) and optional ``judge``.
 

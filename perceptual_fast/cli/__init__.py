@@ -15,6 +15,7 @@ import argparse
 import sys
 from typing import Optional, Sequence
 
+from ..util.allocator import tune_cpu_allocator
 from . import bapps, demo, export, info, make_bapps, pack, plot, score, sweep, train, train_lin
 
 COMMANDS = (score, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin, info)
@@ -30,6 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
+    tune_cpu_allocator()  # our own process: keep freed memory for the next trunk pass (util/allocator.py)
     try:
         return args.func(args)
     except ValueError as err:  # bad input: a message, not a traceback

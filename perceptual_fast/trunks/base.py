@@ -90,6 +90,9 @@ class SequentialTapTrunk(TapTrunk):
         super().__init__()
         if sorted(tap_after) != list(tap_after) or len(tap_after) != len(channels):
             raise ValueError("tap_after must be ascending with one channel count per tap")
+        overwritten = [i for i in tap_after if i + 1 < len(features) and getattr(features[i + 1], "inplace", False)]
+        if overwritten:
+            raise ValueError(f"the layers after taps {overwritten} work in place: they would overwrite the taps")
         self.features = features
         self.tap_after = list(tap_after)
         self.avgpool = avgpool

@@ -3,7 +3,8 @@
 ``alexnet``, ``vgg16`` and ``squeezenet1_1`` are built exactly as torchvision builds them
 (features + avgpool + classifier), so a torchvision checkpoint loads strictly; the taps are the
 post-ReLU outputs LPIPS uses (its ``pretrained_networks`` slices): 5, 5 and 7 of them.
-ReLUs are not in-place so taps are never overwritten and autograd/TorchScript stay simple.
+ReLUs are in-place, as torchvision's (they overwrite a convolution's fresh output, never a tap:
+every tap is followed by a pooling or convolution layer, which ``SequentialTapTrunk`` checks).
 
 ``head=False`` builds the classifier on the meta device: its parameter names and shapes still
 take part in strict loading, but it costs no memory or init time (VGG-16's head alone is 124M
@@ -24,27 +25,27 @@ def alexnet(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) ->
     """torchvision AlexNet; taps relu1..relu5 (channels 64, 192, 384, 256, 256). PyTorch default init."""
     features = nn.Sequential(
         nn.Conv2d(3, 64, kernel_size=11, stride=4, padding=2),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Conv2d(64, 192, kernel_size=5, padding=2),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(kernel_size=3, stride=2),
         nn.Conv2d(192, 384, kernel_size=3, padding=1),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.Conv2d(384, 256, kernel_size=3, padding=1),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.Conv2d(256, 256, kernel_size=3, padding=1),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(kernel_size=3, stride=2),
     )
     with head_device(head):
         classifier = nn.Sequential(
             nn.Dropout(p=dropout),
             nn.Linear(256 * 6 * 6, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
             nn.Linear(4096, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Linear(4096, num_classes),
         )
     return SequentialTapTrunk(
@@ -63,7 +64,7 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> S
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
-            layers += [nn.Conv2d(in_ch, int(v), kernel_size=3, padding=1), nn.ReLU()]
+            layers += [nn.Conv2d(in_ch, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             in_ch = int(v)
     features = nn.Sequential(*layers)
     # Initialise the features before the head exists so they are the same with or without it.
@@ -71,10 +72,10 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> S
     with head_device(head):
         classifier = nn.Sequential(
             nn.Linear(512 * 7 * 7, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
             nn.Linear(4096, 4096),
-            nn.ReLU(),
+            nn.ReLU(inplace=True),
             nn.Dropout(p=dropout),
             nn.Linear(4096, num_classes),
         )
@@ -90,11 +91,11 @@ class Fire(nn.Module):
     def __init__(self, inplanes: int, squeeze: int, expand1x1: int, expand3x3: int):
         super().__init__()
         self.squeeze = nn.Conv2d(inplanes, squeeze, kernel_size=1)
-        self.squeeze_activation = nn.ReLU()
+        self.squeeze_activation = nn.ReLU(inplace=True)
         self.expand1x1 = nn.Conv2d(squeeze, expand1x1, kernel_size=1)
-        self.expand1x1_activation = nn.ReLU()
+        self.expand1x1_activation = nn.ReLU(inplace=True)
         self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
-        self.expand3x3_activation = nn.ReLU()
+        self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
         x = self.squeeze_activation(self.squeeze(x))
@@ -105,7 +106,7 @@ def squeezenet1_1(num_classes: int = 1000, dropout: float = 0.5, head: bool = Tr
     """torchvision SqueezeNet 1.1; 7 taps (channels 64, 128, 256, 384, 384, 512, 512)."""
     features = nn.Sequential(
         nn.Conv2d(3, 64, kernel_size=3, stride=2),
-        nn.ReLU(),
+        nn.ReLU(inplace=True),
         nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
         Fire(64, 16, 64, 64),
         Fire(128, 16, 64, 64),
@@ -126,7 +127,7 @@ def squeezenet1_1(num_classes: int = 1000, dropout: float = 0.5, head: bool = Tr
             nn.init.zeros_(m.bias)
     with head_device(head):
         final_conv = nn.Conv2d(512, num_classes, kernel_size=1)
-        classifier = nn.Sequential(nn.Dropout(p=dropout), final_conv, nn.ReLU(), nn.AdaptiveAvgPool2d((1, 1)))
+        classifier = nn.Sequential(nn.Dropout(p=dropout), final_conv, nn.ReLU(inplace=True), nn.AdaptiveAvgPool2d((1, 1)))
     nn.init.normal_(final_conv.weight, mean=0.0, std=0.01)
     nn.init.zeros_(final_conv.bias)
     return SequentialTapTrunk(

@@ -63,7 +63,7 @@ class Block(nn.Module):
         self.conv1, self.bn1 = pairs[0]
         self.conv2, self.bn2 = pairs[1]
         self.conv3, self.bn3 = pairs[2]
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.downsample = nn.Sequential(*_conv_bn(widths[0], widths[-1], 1, max(strides))) if skip and project else None
         self.skip = skip
 
@@ -74,7 +74,9 @@ class Block(nn.Module):
         if self.conv3 is not None and self.bn3 is not None:
             y = self.bn3(self.conv3(self.relu(y)))
         if self.skip:
-            y = y + (self.downsample(x) if self.downsample is not None else x)
+            # In place, as torchvision: y is this block's own BN output (no tap, no saved tensor);
+            # x, the previous stage's tap, is only read.
+            y += self.downsample(x) if self.downsample is not None else x
         return self.relu(y)
 
 
@@ -101,7 +103,7 @@ class ResNet(TapTrunk):
         inplanes = scaled(64, width)
         self.conv1 = nn.Conv2d(3, inplanes, kernel_size=7, stride=2, padding=3, bias=False)
         self.bn1 = nn.BatchNorm2d(inplanes)
-        self.relu = nn.ReLU()
+        self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
         channels = []
         for stage, blocks in enumerate(_STAGE_DEPTHS[depth]):
