@@ -18,6 +18,7 @@ from .lin import load_lin
 from .metrics import two_afc
 from .ops.fused_distance import fused_distance, requested_backend
 from .ops.fused_distance.reference import check_distance_names
+from .ops.pairwise import Embedding, concat, embed, pairwise_terms, take
 from .preprocess import RangeSpec, check_images, check_same_shape, optional_judge, parse_range, scaled_batch
 from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 from .util.passes import PassSpec, check_pass_size, cpu_threads, images_per_pass, is_count, pass_sizes
@@ -289,6 +290,36 @@ class Scorer:
             out["2afc"] = agreement
             out["2afc_mean"] = {k: float(v.mean()) for k, v in agreement.items()}
         return out
+
+    @_with_threads
+    def embed(self, x: Tensor) -> Embedding:
+        """The pairwise embedding of images ``x`` ``[N, 3, H, W]`` (``ops/pairwise``): one trunk pass per
+        image (in passes of ``pass_size``), each pass's taps reduced to what ``pairwise`` needs at once."""
+        with torch.no_grad():
+            parts = []
+            for part in x.split(pass_sizes(x.shape[0], self.images_per_pass(x.shape[-2], x.shape[-1]))):
+                parts.append(embed(self._taps(self._scaled({"images": part})), self.distances, self.lin))
+        return concat(parts)
+
+    def pairwise(self, x: Union[Tensor, Embedding], y: Union[None, Tensor, Embedding] = None, per_layer: bool = False,
+                 block: int = 256) -> Dict[str, Tensor]:
+        """Every distance between every image of ``x`` and every image of ``y``: ``{name: [N, M]}`` float64
+        (``[N, M, L]`` per layer), from N + M trunk passes instead of 2 N M.
+
+        x, y: images ``[N, 3, H, W]`` / ``[M, 3, H, W]`` (one size within each set; the two sets may
+        differ in size for meanpool and style, not for spatial/lpips), or embeddings from
+        ``scorer.embed``. y None: ``x`` against itself, with an exact 0 diagonal. Entry ``[i, j]``
+        equals ``distance(x[i:i+1], y[j:j+1])`` (to 1e-5 relative, float64 here). block: images per
+        side of a tile of matrix products. Not differentiable.
+        """
+        if isinstance(x, Tensor) and isinstance(y, Tensor) and x.shape[1:] == y.shape[1:]:
+            both = self.embed(torch.cat([x, y]))  # one trunk pass for both sets where their sizes agree
+            a, b = take(both, 0, len(x)), take(both, len(x), len(x) + len(y))
+        else:
+            a = x if isinstance(x, Embedding) else self.embed(x)
+            b = a if y is None else y if isinstance(y, Embedding) else self.embed(y)
+        terms = pairwise_terms(a, b, block=block)
+        return terms if per_layer else {k: v.sum(dim=-1) for k, v in terms.items()}
 
 
 class Target:

@@ -13,9 +13,11 @@ _FAULTS = textwrap.dedent("""
     import resource, sys, torch
     import perceptual_fast as pf
     state = pf.tune_cpu_allocator() if sys.argv[1] == "tune" else "untouched"
-    sizes = [3 << 20, 20 << 20, 7 << 20, 30 << 20, 1 << 20]  # bytes: what a trunk pass allocates and frees
-    for s in sizes:
-        torch.ones(s // 4)
+    # bytes held at once, then freed, as in a trunk pass; 150 MB in all, more than glibc's default trim
+    # threshold (at most 64 MB), so by default the freed heap is handed back and faulted in again
+    sizes = [30 << 20, 28 << 20, 30 << 20, 26 << 20, 30 << 20]
+    warm = [torch.ones(s // 4) for s in sizes]
+    del warm
     start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     for _ in range(10):
         tensors = [torch.ones(s // 4) for s in sizes]
@@ -38,7 +40,7 @@ def test_tuned_glibc_keeps_freed_memory(tmp_path):
         runs[mode] = (state, float(share))
     assert runs["tune"][0].startswith("glibc, tuned: freed memory kept")
     assert runs["tune"][1] < 0.1, runs  # faulted pages per round, as a share of the pages allocated
-    assert runs["none"][1] > 0.5, runs  # glibc's defaults hand the memory back and fault it in again
+    assert runs["none"][1] > 0.3, runs  # glibc's defaults hand the memory back and fault it in again
 
 
 @pytest.mark.parametrize("env,expected", [

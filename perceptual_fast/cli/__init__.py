@@ -16,9 +16,9 @@ import sys
 from typing import Optional, Sequence
 
 from ..util.allocator import tune_cpu_allocator
-from . import bapps, demo, export, info, make_bapps, pack, plot, score, sweep, train, train_lin
+from . import bapps, demo, export, info, make_bapps, pack, pairwise, plot, score, sweep, train, train_lin
 
-COMMANDS = (score, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin, info)
+COMMANDS = (score, pairwise, demo, export, make_bapps, pack, bapps, train, sweep, plot, train_lin, info)
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -189,6 +189,17 @@ def _image_files(folder: Path, recursive: bool) -> Set[str]:
     return found
 
 
+def list_images(folder: Path, recursive: bool = False) -> List[str]:
+    """The image names in ``folder``, sorted (recursive: paths relative to it, with ``/``); an error if none."""
+    if not folder.is_dir():
+        raise ValueError(f"{str(folder)!r} is not a folder")
+    names = sorted(_image_files(folder, recursive))
+    if not names:
+        raise ValueError(f"folder {str(folder)!r} holds no images ({', '.join(sorted(IMAGE_SUFFIXES))})"
+                         + (" in it or its subfolders" if recursive else ""))
+    return names
+
+
 def pair_paths(a: Path, b: Path, recursive: bool = False) -> List[Tuple[str, Path, Path]]:
     """Two files -> one pair; two folders -> pairs of image files with the same name.
 
