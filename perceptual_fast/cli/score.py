@@ -121,7 +121,7 @@ def run(args: argparse.Namespace) -> int:
     for line in format_notes(stats.notes):
         print(line, file=sys.stderr)
     skipped = f", {len(done & set(share))} already done" if args.resume else ""
-    print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.1f} s "
+    print(f"score: {scored} pairs scored, {len(failures)} failed{skipped} in {seconds:.2f} s "
           f"({scored / max(seconds, 1e-9):.1f} pairs/s)", file=sys.stderr)
     if failures:
         more = f"\n  ... and {len(failures) - 10} more" if len(failures) > 10 else ""
