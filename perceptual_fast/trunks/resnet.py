@@ -16,7 +16,8 @@ no-skip study): blocks keep their conv/BN names and have no ``downsample``.
 
 Taps: the outputs of the 4 stages, ``[N, C_s, H/4, W/4]``, ``/8``, ``/16``, ``/32`` (sides rounded
 up), i.e. 16/8/4/2 px at 64x64. Head: global average pool + ``fc`` (torchvision's).
-ReLUs are not in-place so taps are never overwritten.
+ReLUs and the residual add work in place, as torchvision's, on a block's own BN output: the
+tap a block reads (its input) is never written.
 """
 
 from typing import List, Tuple
