@@ -295,12 +295,15 @@ class Scorer:
     def embed(self, x: Tensor) -> Embedding:
         """The pairwise embedding of images ``x`` ``[N, 3, H, W]`` (``ops/pairwise``): one trunk pass per
         image (in passes of ``pass_size``), each pass's taps reduced to what ``pairwise`` needs at once."""
+        if not isinstance(x, Tensor):
+            raise ValueError(f"images must be a torch.Tensor [N, 3, H, W]; got {type(x).__name__} (use torch.as_tensor)")
         with torch.no_grad():
             parts = []
             for part in x.split(pass_sizes(x.shape[0], self.images_per_pass(x.shape[-2], x.shape[-1]))):
                 parts.append(embed(self._taps(self._scaled({"images": part})), self.distances, self.lin))
         return concat(parts)
 
+    @_with_threads
     def pairwise(self, x: Union[Tensor, Embedding], y: Union[None, Tensor, Embedding] = None, per_layer: bool = False,
                  block: int = 256) -> Dict[str, Tensor]:
         """Every distance between every image of ``x`` and every image of ``y``: ``{name: [N, M]}`` float64
@@ -312,7 +315,8 @@ class Scorer:
         equals ``distance(x[i:i+1], y[j:j+1])`` (to 1e-5 relative, float64 here). block: images per
         side of a tile of matrix products. Not differentiable.
         """
-        if isinstance(x, Tensor) and isinstance(y, Tensor) and x.shape[1:] == y.shape[1:]:
+        if (isinstance(x, Tensor) and isinstance(y, Tensor) and x.shape[1:] == y.shape[1:] and x.dtype == y.dtype
+                and x.device == y.device):
             both = self.embed(torch.cat([x, y]))  # one trunk pass for both sets where their sizes agree
             a, b = take(both, 0, len(x)), take(both, len(x), len(x) + len(y))
         else:

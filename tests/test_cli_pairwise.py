@@ -75,6 +75,12 @@ def test_pairwise_errors_name_the_problem(tmp_path, photos, capsys):
     _folder(tmp_path / "x", photos, NAMES[:2], seed=1)
     _folder(tmp_path / "y", photos, NAMES[:2], seed=1, size=(32, 32))
     (tmp_path / "empty").mkdir()
+    (tmp_path / "one").mkdir()
+    (tmp_path / "one" / "a.png").write_bytes((tmp_path / "x" / "camera.png").read_bytes())
+    # more neighbours asked than there are: K is what exists (2 images, itself excluded: 1)
+    assert main(["pairwise", str(tmp_path / "x"), *ARGS, "--nearest", "5", "--json"]) == 0
+    near = json.loads(capsys.readouterr().out)["nearest"]
+    assert near["k"] == 1 and [len(q["matches"]) for q in near["queries"]] == [1, 1]
     cases = [
         (["pairwise", str(tmp_path / "x"), str(tmp_path / "y"), *ARGS], "the spatial distance compares maps position by "
          "position: both image sets need the same size"),
@@ -83,6 +89,9 @@ def test_pairwise_errors_name_the_problem(tmp_path, photos, capsys):
         (["pairwise", str(tmp_path / "empty"), *ARGS], "holds no images"),
         (["pairwise", str(tmp_path / "x"), *ARGS, "--nearest", "1", "--rank-by", "style"], "--rank-by 'style' is not one "
          "of the distances computed (spatial, meanpool)"),
+        (["pairwise", str(tmp_path / "one"), *ARGS, "--diversity"], "--diversity needs at least 2 images"),
+        (["pairwise", str(tmp_path / "x"), *ARGS, "--block", "0", "--npy", str(tmp_path / "m")],
+         "--block must be a positive number of images; got 0"),
     ]
     for args, message in cases:
         assert main(args) == 2

@@ -135,6 +135,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--diversity is the mean over the pairs of one folder: give DIR alone")
     if args.nearest is not None and args.nearest < 1:
         raise ValueError("--nearest K needs K >= 1")
+    if args.block < 1:
+        raise ValueError(f"--block must be a positive number of images; got {args.block}")
     scorer = build_scorer(args)
     distances = list(scorer.distances)
     rank_by = args.rank_by or distances[0]
@@ -142,6 +144,8 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"--rank-by {rank_by!r} is not one of the distances computed ({', '.join(distances)})")
     notes: set = set()
     rows_names = list_images(args.dir, args.recursive)
+    if args.diversity and len(rows_names) < 2:
+        raise ValueError(f"--diversity needs at least 2 images; {str(args.dir)!r} holds {len(rows_names)}")
     a = embed_folder(scorer, args.dir, rows_names, args, notes)
     cols_names = rows_names if same else list_images(args.dir2, args.recursive)
     b = a if same else embed_folder(scorer, args.dir2, cols_names, args, notes)
@@ -192,7 +196,7 @@ def run(args: argparse.Namespace) -> int:
     if diversity is not None:
         results["diversity"] = diversity.result()
     if nearest is not None:
-        results["nearest"] = {"rank_by": rank_by, "k": nearest.values.shape[1], "queries": [
+        results["nearest"] = {"rank_by": rank_by, "k": min(args.nearest, n - same), "queries": [
             {"query": cols_names[q], "matches": [{"image": rows_names[int(r)], rank_by: float(v)}
                                                  for r, v in zip(nearest.rows[q], nearest.values[q]) if math.isfinite(v)]}
             for q in range(m)]}

@@ -149,6 +149,9 @@ def concat(parts: Sequence[Embedding]) -> Embedding:
         fields = {}
         for name in ("unit", "unit_sq", "lpips_sq", "mean_unit", "gram", "positions", "gram_sq"):
             values = [p.layers[i].__dict__[name] for p in parts]
+            if len({v is None for v in values}) > 1 or len({p.layers[i].positions_count for p in parts}) > 1:
+                raise ValueError("concat joins embeddings of one image size; compare sets of other sizes as "
+                                 "separate embeddings (pairwise(a, b) takes two)")
             fields[name] = None if values[0] is None else torch.cat(values)
         layers.append(LayerEmbedding(layer.channels, layer.positions_count, **fields))
     return Embedding(layers, first.distances, first.lin, sum(p.count for p in parts))
@@ -216,8 +219,9 @@ def _layer_block(name: str, a: LayerEmbedding, b: LayerEmbedding, weight: Option
 
 def check_comparable(a: Embedding, b: Embedding) -> None:
     """Two embeddings can be compared: same distances and taps, and for spatial/lpips the same map sizes."""
-    if a.distances != b.distances or [la.channels for la in a.layers] != [lb.channels for lb in b.layers]:
-        raise ValueError("pairwise needs two embeddings of the same Scorer (same distances and taps)")
+    same_lin = (a.lin is None) == (b.lin is None) and (a.lin is None or all(torch.equal(u, v) for u, v in zip(a.lin, b.lin)))
+    if a.distances != b.distances or [la.channels for la in a.layers] != [lb.channels for lb in b.layers] or not same_lin:
+        raise ValueError("pairwise needs two embeddings of the same Scorer (same distances, taps and lin weights)")
     by_position = [d for d in a.distances if d in ("spatial", "lpips")]
     if by_position and [la.positions_count for la in a.layers] != [lb.positions_count for lb in b.layers]:
         raise ValueError(f"the {by_position[0]} distance compares maps position by position: both image sets need "
@@ -229,8 +233,11 @@ def pairwise_tiles(a: Embedding, b: Embedding, block: int = 256, upper: bool = F
     """``(i, j, {name: [n, m, L]})`` tiles of the ``[N, M, L]`` per-layer distances, ``block`` x ``block``
     images at a time (float64; memory of a tile's products, not of the whole matrix).
 
-    upper: only the tiles on and above the diagonal (``b`` is ``a``: the rest is their transpose).
+    upper: only the tiles on and above the diagonal (``b`` is ``a``: the rest is their transpose), the
+    diagonal tiles made exactly symmetric (their upper triangle mirrored).
     """
+    if isinstance(block, bool) or not isinstance(block, int) or block < 1:
+        raise ValueError(f"block must be a positive number of images; got {block!r}")
     check_comparable(a, b)
     for i in range(0, a.count, block):
         rows = take(a, i, min(i + block, a.count))
@@ -241,16 +248,25 @@ def pairwise_tiles(a: Embedding, b: Embedding, block: int = 256, upper: bool = F
                 weights = a.lin if name == "lpips" else [None] * len(a.layers)
                 tile[name] = torch.stack([_layer_block(name, la, lb, w) for la, lb, w in
                                           zip(rows.layers, cols.layers, weights)], dim=-1)
+                if upper and i == j:  # a diagonal tile of a set against itself: exactly symmetric
+                    upper_part = tile[name].permute(2, 0, 1).triu()
+                    tile[name] = (upper_part + upper_part.triu(1).transpose(1, 2)).permute(1, 2, 0)
             yield i, j, tile
 
 
 def pairwise_terms(a: Embedding, b: Embedding, block: int = 256) -> Dict[str, Tensor]:
-    """Per-layer distances between every image of ``a`` and of ``b``: ``{name: [N, M, L]}`` float64."""
-    out = {name: torch.empty(a.count, b.count, len(a.layers), dtype=torch.float64, device=_device(a))
+    """Per-layer distances between every image of ``a`` and of ``b``: ``{name: [N, M, L]}`` float64.
+
+    ``b`` being ``a`` (a set against itself): the tiles above the diagonal are computed and mirrored,
+    so the matrix is exactly symmetric (and half the work)."""
+    same = b is a
+    out = {name: torch.full((a.count, b.count, len(a.layers)), math.nan, dtype=torch.float64, device=_device(a))
            for name in a.distances}
-    for i, j, tile in pairwise_tiles(a, b, block):
+    for i, j, tile in pairwise_tiles(a, b, block, upper=same):
         for name, values in tile.items():
             out[name][i:i + values.shape[0], j:j + values.shape[1]] = values
+            if same and i != j:
+                out[name][j:j + values.shape[1], i:i + values.shape[0]] = values.transpose(0, 1)
     return out
 
 

@@ -6,7 +6,7 @@ import torch
 
 import perceptual_fast as pf
 from perceptual_fast.ops.fused_distance import reference as R
-from perceptual_fast.ops.pairwise import REFINE, embed, pairwise_terms, style_position_form
+from perceptual_fast.ops.pairwise import REFINE, concat, embed, pairwise_terms, style_position_form
 
 # (trunk, config, size): a trunk whose style layers use the Gram form and the position form
 # (alexnet at 64 px: 15x15 and 7x7 taps against 3x3 ones), and a ViT with patch taps.
@@ -63,7 +63,11 @@ def test_a_set_against_itself_is_symmetric_with_an_exact_zero_diagonal(sets):
     got = scorer.pairwise(x)
     for d in pf.DISTANCES:
         assert (got[d].diagonal() == 0).all() and (got[d] > 0).sum() == 20
-        torch.testing.assert_close(got[d], got[d].T, rtol=1e-12, atol=0)
+        assert torch.equal(got[d], got[d].T)  # exactly: the upper tiles mirrored
+    for block in (1, 2, 3):
+        for d, v in scorer.pairwise(x, block=block).items():
+            assert torch.equal(v, v.T)
+            torch.testing.assert_close(v, got[d], rtol=1e-9, atol=0)
 
 
 def test_blocks_equal_the_whole_and_embeddings_are_reusable(sets):
@@ -118,3 +122,39 @@ def test_bad_requests_are_clear_errors(sets):
     other = pf.Scorer("alexnet", weights="random", distances=("spatial",))
     with pytest.raises(ValueError, match=r"pairwise needs two embeddings of the same Scorer"):
         scorer.pairwise(scorer.embed(x), other.embed(x))
+
+
+def test_review_cases_sets_of_mixed_dtypes_blocks_lin_and_threads(sets):
+    """uint8 and float sets compare as separate passes would; bad blocks, other lin weights, a set of one
+    image, mixed sizes in concat: clear errors; num_threads covers the products."""
+    scorer = _scorer("alexnet", {})
+    x, y = sets(64)
+    y8 = ((y + 1) * 127.5).round().to(torch.uint8)
+    got, want = scorer.pairwise(x, y8), scorer.pairwise(scorer.embed(x), scorer.embed(y8))
+    for d in pf.DISTANCES:
+        torch.testing.assert_close(got[d], want[d], rtol=1e-4, atol=1e-9)
+    for block in (0, -1, 2.5):
+        with pytest.raises(ValueError, match=r"block must be a positive number of images"):
+            scorer.pairwise(x, block=block)
+    other = pf.Scorer("alexnet", weights="random", seed=1, lin=[2 * v for v in scorer.lin], distances=pf.DISTANCES)
+    with pytest.raises(ValueError, match=r"same distances, taps and lin weights"):
+        scorer.pairwise(scorer.embed(x), other.embed(x))
+    one = scorer.pairwise(x[:1])
+    assert all(v.shape == (1, 1) and v.item() == 0 for v in one.values())
+    small = torch.nn.functional.interpolate(x[:2], size=(48, 48), mode="bilinear", align_corners=False)
+    with pytest.raises(ValueError, match=r"concat joins embeddings of one image size"):
+        concat([scorer.embed(x[:2]), scorer.embed(small)])
+    with pytest.raises(ValueError, match=r"images must be a torch.Tensor"):
+        scorer.embed(x.numpy())
+    threads = pf.Scorer("alexnet", weights="random", distances=("spatial",), num_threads=1)
+    seen = []
+    original = threads.trunk.forward_taps
+    threads.trunk.forward_taps = lambda t: seen.append(torch.get_num_threads()) or original(t)
+    import perceptual_fast.ops.pairwise as ops_pairwise
+    real = ops_pairwise._layer_block
+    try:
+        ops_pairwise._layer_block = lambda *a: seen.append(torch.get_num_threads()) or real(*a)
+        threads.pairwise(x)
+    finally:
+        ops_pairwise._layer_block = real
+    assert set(seen) == {1} and len(seen) > 1  # the trunk and the products ran under num_threads
