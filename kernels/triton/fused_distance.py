@@ -94,6 +94,22 @@ def _map_ptr(base, map_off, map_stride, k, layer, n, L):
 
 
 @triton.jit
+def _position_tile(base, map_off, map_stride, chans, hws, tile_layer, tile_p0, L, BLOCK_P: tl.constexpr):
+    """What a program over (tile of positions of a layer) x sample starts from: the sample n (int64),
+    the layer, its C and HW, the tile's positions p and their mask, and the three maps' sample pointers."""
+    t = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    layer = tl.load(tile_layer + t)
+    C = tl.load(chans + layer)
+    HW = tl.load(hws + layer)
+    p = tl.load(tile_p0 + t) + tl.arange(0, BLOCK_P)
+    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
+    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
+    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
+    return n, layer, C, HW, p, p < HW, a_ptr, b_ptr, c_ptr
+
+
+@triton.jit
 def _tile(ptr, offs, mask):
     """A masked [BLOCK_C, BLOCK_P] tile of a map, as float32 (zeros outside the map)."""
     return tl.load(ptr + offs, mask=mask, other=0.0).to(tl.float32)
@@ -129,16 +145,8 @@ def _pointwise_kernel(
     COUNT: tl.constexpr, WANT_TERMS: tl.constexpr, WANT_STYLE: tl.constexpr,
     BLOCK_P: tl.constexpr, BLOCK_C: tl.constexpr,
 ):
-    t = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    layer = tl.load(tile_layer + t)
-    C = tl.load(chans + layer)
-    HW = tl.load(hws + layer)
-    p = tl.load(tile_p0 + t) + tl.arange(0, BLOCK_P)
-    pmask = p < HW
-    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
-    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
-    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
+    n, layer, C, HW, p, pmask, a_ptr, b_ptr, c_ptr = _position_tile(
+        base, map_off, map_stride, chans, hws, tile_layer, tile_p0, L, BLOCK_P)
 
     norm_a, norm_b, norm_c = _position_norms(a_ptr, b_ptr, c_ptr, C, HW, p, pmask, COUNT, BLOCK_P, BLOCK_C)
     ia = 1.0 / (norm_a + 1e-10)
@@ -386,16 +394,8 @@ def _pointwise_backward_kernel(
 ):
     # Over (tile of positions of a layer) x sample. grads: one float32 buffer; map k of layer l is
     # [N, C, HW] contiguous from element grad_off[k * L + l]. NEED: bit k set = map k's gradient is wanted.
-    t = tl.program_id(0)
-    n = tl.program_id(1).to(tl.int64)
-    layer = tl.load(tile_layer + t)
-    C = tl.load(chans + layer)
-    HW = tl.load(hws + layer)
-    p = tl.load(tile_p0 + t) + tl.arange(0, BLOCK_P)
-    pmask = p < HW
-    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
-    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
-    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
+    n, layer, C, HW, p, pmask, a_ptr, b_ptr, c_ptr = _position_tile(
+        base, map_off, map_stride, chans, hws, tile_layer, tile_p0, L, BLOCK_P)
     ga_ptr = grads + tl.load(grad_off + layer) + n * C * HW
     gb_ptr = grads + tl.load(grad_off + L + layer) + n * C * HW
     gc_ptr = grads + tl.load(grad_off + 2 * L + layer) + n * C * HW
