@@ -25,7 +25,7 @@ from typing import Dict, List, Optional
 import numpy as np
 import torch
 
-from ..ops.pairwise import Embedding, check_comparable, concat, pairwise_tiles
+from ..ops.pairwise import Embedding, check_comparable, concat, pairwise_tiles, place_tile
 from ..util.atomic import write_text_atomically
 from ..util.images import format_notes, list_images, read_image
 from ..util.progress import Progress
@@ -104,12 +104,12 @@ class _Diversity:
 
 
 class _Nearest:
-    """The K smallest distances of every column (a query) over the rows seen so far."""
+    """The K smallest distances of every column (a query) over the rows seen so far (inf: none yet)."""
 
     def __init__(self, queries: int, k: int):
         self.k = k
-        self.values = torch.full((queries, 0), math.inf, dtype=torch.float64)
-        self.rows = torch.zeros((queries, 0), dtype=torch.long)
+        self.values = torch.full((queries, k), math.inf, dtype=torch.float64)
+        self.rows = torch.zeros((queries, k), dtype=torch.long)
 
     def add(self, i: int, j: int, values: torch.Tensor, exclude_self: bool) -> None:
         """values: ``[n, m]`` distances of rows i.. to queries j..."""
@@ -120,13 +120,8 @@ class _Nearest:
             cand[rows == torch.arange(j, j + m)[:, None]] = math.inf
         v = torch.cat([self.values[j:j + m], cand], dim=1)
         r = torch.cat([self.rows[j:j + m], rows], dim=1)
-        k = min(self.k, v.shape[1])
-        best = torch.topk(v, k, dim=1, largest=False)
-        if self.values.shape[1] < k:  # grow to k columns
-            self.values = torch.cat([self.values, torch.full((self.values.shape[0], k - self.values.shape[1]), math.inf,
-                                                             dtype=torch.float64)], dim=1)
-            self.rows = torch.cat([self.rows, torch.zeros((self.rows.shape[0], k - self.rows.shape[1]), dtype=torch.long)], 1)
-        self.values[j:j + m, :k], self.rows[j:j + m, :k] = best.values, r.gather(1, best.indices)
+        best = torch.topk(v, self.k, dim=1, largest=False)
+        self.values[j:j + m], self.rows[j:j + m] = best.values, r.gather(1, best.indices)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -171,9 +166,7 @@ def run(args: argparse.Namespace) -> int:
             values = {d: v.sum(-1).cpu() for d, v in tile.items()}
             if matrices is not None:
                 for d, v in values.items():
-                    matrices[d][i:i + v.shape[0], j:j + v.shape[1]] = v.numpy()
-                    if same and i != j:
-                        matrices[d][j:j + v.shape[1], i:i + v.shape[0]] = v.T.numpy()
+                    place_tile(matrices[d], i, j, v.numpy(), mirror=same)
             if writer is not None:
                 _write_rows(writer, values, i, j, rows_names, cols_names, distances, same)
             if diversity is not None:

@@ -254,6 +254,15 @@ def pairwise_tiles(a: Embedding, b: Embedding, block: int = 256, upper: bool = F
             yield i, j, tile
 
 
+def place_tile(out, i: int, j: int, values, mirror: bool) -> None:
+    """Writes tile ``values`` (``[n, m, ...]``, a tensor or an array) at rows i.., columns j.. of ``out``,
+    and, with ``mirror`` (a set against itself, upper tiles only), its transpose at j.., i.."""
+    n, m = values.shape[:2]
+    out[i:i + n, j:j + m] = values
+    if mirror and i != j:
+        out[j:j + m, i:i + n] = values.swapaxes(0, 1)
+
+
 def pairwise_terms(a: Embedding, b: Embedding, block: int = 256) -> Dict[str, Tensor]:
     """Per-layer distances between every image of ``a`` and of ``b``: ``{name: [N, M, L]}`` float64.
 
@@ -264,9 +273,7 @@ def pairwise_terms(a: Embedding, b: Embedding, block: int = 256) -> Dict[str, Te
            for name in a.distances}
     for i, j, tile in pairwise_tiles(a, b, block, upper=same):
         for name, values in tile.items():
-            out[name][i:i + values.shape[0], j:j + values.shape[1]] = values
-            if same and i != j:
-                out[name][j:j + values.shape[1], i:i + values.shape[0]] = values.transpose(0, 1)
+            place_tile(out[name], i, j, values, mirror=same)
     return out
 
 
