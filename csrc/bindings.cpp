@@ -18,9 +18,9 @@ namespace py = pybind11;
 
 namespace {
 
-// (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin, channels_last) per layer.
+// (a, b, c, stride_a, stride_b, stride_c, channels, positions, lin, dists, channels_last) per layer.
 using LayerTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t,
-                              std::int64_t, std::int64_t, std::int64_t, std::uintptr_t, bool>;
+                              std::int64_t, std::int64_t, std::int64_t, std::uintptr_t, std::uintptr_t, bool>;
 
 // (grad0, grad1, grad2, stride0, stride1, stride2) per layer: where the backward writes each map's gradient.
 using GradTuple = std::tuple<std::uintptr_t, std::uintptr_t, std::uintptr_t, std::int64_t, std::int64_t, std::int64_t>;
@@ -39,7 +39,8 @@ perceptual_fast::FusedArgs make_args(const std::vector<LayerTuple>& layers, std:
     layer.channels = std::get<6>(t);
     layer.positions = std::get<7>(t);
     layer.lin = std::get<8>(t);
-    layer.channels_last = std::get<9>(t);
+    layer.dists = std::get<9>(t);
+    layer.channels_last = std::get<10>(t);
     args.layers.push_back(layer);
   }
   args.batch = batch;
@@ -74,8 +75,9 @@ PYBIND11_MODULE(_C, m) {
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"), py::arg("out"),
       py::arg("threads") = 0,
       "Every requested distance of every layer in one call. layers: (a, b, c, stride_a, stride_b, stride_c, C, HW,\n"
-      "lin, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
-      "1 lpips, 2 spatial, 4 meanpool, 8 style). element: 'float32' or 'bfloat16'. out: float32 [4, count - 1, N, L].");
+      "lin, dists, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair; lin: [C] lpips\n"
+      "weights, dists: [2, C] DISTS alpha/beta, float32, 0 when not used). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
+      "1 lpips, 2 spatial, 4 meanpool, 8 style, 16 dists). element: 'float32' or 'bfloat16'. out: float32 [5, count - 1, N, L].");
 
   m.def(
       "fused_distance_backward_cpu",
@@ -88,8 +90,8 @@ PYBIND11_MODULE(_C, m) {
       },
       py::arg("layers"), py::arg("batch"), py::arg("count"), py::arg("distances"), py::arg("element"),
       py::arg("grad_terms"), py::arg("grads"), py::arg("threads") = 0,
-      "Backward of lpips, spatial and meanpool. layers, batch, count, distances, element: as fused_distance_cpu.\n"
-      "grad_terms: float32 [4, count - 1, N, L] upstream gradient. grads: (g0, g1, g2, stride0, stride1, stride2) per\n"
+      "Backward of lpips, spatial and meanpool (style and dists: the caller's). layers, batch, count, distances, element: as fused_distance_cpu.\n"
+      "grad_terms: float32 [5, count - 1, N, L] upstream gradient. grads: (g0, g1, g2, stride0, stride1, stride2) per\n"
       "layer: float32 outputs laid out as that layer's maps (0: no gradient for that map).");
 
 #ifdef PERCEPTUAL_FAST_WITH_CUDA

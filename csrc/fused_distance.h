@@ -12,13 +12,15 @@ namespace perceptual_fast {
 // One layer (tap): the maps of the reference `a` and of `b` (and `c` for a triplet), each
 // [N, C, H, W] with samples either NCHW-contiguous (channel stride H*W, position stride 1) or,
 // with `channels_last`, NHWC-contiguous (channel stride 1, position stride C), and its own batch
-// stride; `lin` points at C float32 lpips weights or is 0.
+// stride; `lin` points at C float32 lpips weights or is 0; `dists` at [2, C] float32 DISTS weights
+// (alpha; beta) or is 0.
 struct LayerArgs {
   std::uintptr_t maps[3];
   std::int64_t batch_stride[3];
   std::int64_t channels;
   std::int64_t positions;
   std::uintptr_t lin;
+  std::uintptr_t dists;
   bool channels_last;
 };
 
@@ -30,7 +32,7 @@ struct FusedArgs {
   int count;              // 2 (pair) or 3 (triplet: b and c both compared with a)
   unsigned distances;     // bit d set: compute distance d (kernels/distance_slots.h order)
   ElementType element;    // of every map
-  std::uintptr_t out;     // float32 [4, count - 1, N, L]; only the requested distances are written
+  std::uintptr_t out;     // float32 [5, count - 1, N, L]; only the requested distances are written
   int threads = 0;        // CPU: OpenMP threads for this call (the caller passes torch's count); 0: OpenMP's default
 };
 
@@ -73,7 +75,7 @@ struct GradLayerArgs {
 void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
 
 // CPU backward of lpips, spatial and meanpool (kernels/cpu/fused_distance_backward.h): `args` as
-// for the forward except that `out` is the upstream gradient, float32 [4, count - 1, N, L] (read,
+// for the forward except that `out` is the upstream gradient, float32 [5, count - 1, N, L] (read,
 // slot order); every element of every requested gradient is written. float32 or bfloat16 maps.
 void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
 

@@ -33,7 +33,7 @@ void check_fused_args(const FusedArgs& args) {
   if (args.batch < 0) throw std::invalid_argument("batch size must be >= 0, got " + std::to_string(args.batch));
   if (args.layers.empty()) throw std::invalid_argument("need at least one layer");
   if (args.distances == 0 || args.distances >= (1u << kNumDistances))
-    throw std::invalid_argument("distance mask must select some of the 4 distances, got " + std::to_string(args.distances));
+    throw std::invalid_argument("distance mask must select some of the " + std::to_string(kNumDistances) + " distances, got " + std::to_string(args.distances));
   if (args.batch > 0) check_pointer(args.out, alignof(float), "out");  // empty tensors may have null data pointers
   const std::size_t element = args.element == ElementType::kFloat32 ? 4 : 2;
   for (size_t l = 0; l < args.layers.size(); ++l) {
@@ -48,6 +48,7 @@ void check_fused_args(const FusedArgs& args) {
         throw std::invalid_argument(where(l) + "batch stride of map " + std::to_string(k) + " is negative");
     }
     if ((args.distances >> kLpips) & 1u) check_pointer(layer.lin, alignof(float), where(l) + "lpips weights");
+    if ((args.distances >> kDists) & 1u) check_pointer(layer.dists, alignof(float), where(l) + "dists weights");
   }
 }
 
@@ -62,8 +63,8 @@ std::vector<std::int64_t> layers_largest_first(const FusedArgs& args) {
 
 void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
   check_fused_args(args);
-  if ((args.distances >> kStyle) & 1u)
-    throw std::invalid_argument("the backward kernels cover lpips, spatial and meanpool; style is differentiated by the caller");
+  if (((args.distances >> kStyle) & 1u) || ((args.distances >> kDists) & 1u))
+    throw std::invalid_argument("the backward kernels cover lpips, spatial and meanpool; style and dists are differentiated by the caller");
   if (grads.size() != args.layers.size())
     throw std::invalid_argument("need one gradient row per layer: " + std::to_string(grads.size()) + " for " +
                                 std::to_string(args.layers.size()) + " layers");

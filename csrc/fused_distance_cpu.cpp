@@ -42,9 +42,10 @@ void run(const FusedArgs& args) {
       w.channels = layer.channels;
       w.positions = layer.positions;
       w.lin = reinterpret_cast<const float*>(layer.lin);
+      w.dists = reinterpret_cast<const float*>(layer.dists);
       w.channels_last = layer.channels_last;
       double results[2 * kNumDistances] = {};
-      cpu::phase1(w, want[kSpatial], want[kLpips], want[kMeanpool], want[kStyle], scratch, results);
+      cpu::phase1(w, want[kSpatial], want[kLpips], want[kMeanpool], want[kStyle], want[kDists], scratch, results);
       if (want[kStyle]) {
         double style[2];
         style_terms_cpu(args.count, layer.channels, layer.positions, scratch.normalised.data(), gram_scratch, style);

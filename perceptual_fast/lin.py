@@ -1,8 +1,13 @@
-"""LPIPS "lin" channel weights: one non-negative vector ``[C_l]`` per tap, from a local file.
+"""Learned channel weights of the weighted distances, from local files: LPIPS's "lin" vectors and
+DISTS's alpha/beta.
 
-The file format is the one the ``lpips`` package ships (``weights/v0.1/{alex,vgg,squeeze}.pth``):
-keys ``lin{l}.model.1.weight`` (or ``.model.0.`` for lin layers trained without dropout), each
-``[1, C_l, 1, 1]``. A safetensors file with the same keys works too.
+LPIPS: one non-negative vector ``[C_l]`` per tap, in the format the ``lpips`` package ships
+(``weights/v0.1/{alex,vgg,squeeze}.pth``): keys ``lin{l}.model.1.weight`` (or ``.model.0.`` for lin
+layers trained without dropout), each ``[1, C_l, 1, 1]``. A safetensors file with the same keys works too.
+
+DISTS: the ``DISTS_pytorch`` package's ``weights.pt``: keys ``alpha`` and ``beta``, each
+``[1, sum C_l, 1, 1]`` over the taps of ``dists_vgg16`` (the image and five VGG stages), split here
+into one ``[2, C_l]`` tensor per tap and divided by their total, as the package does.
 """
 
 from __future__ import annotations
@@ -11,8 +16,9 @@ import importlib.util
 import os
 import re
 from pathlib import Path
-from typing import List, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
+import torch
 from torch import Tensor
 
 from .trunks.checkpoint import CheckpointError, read_state_dict
@@ -74,3 +80,65 @@ def load_lin(source: Union[str, os.PathLike], channels: Sequence[int], lpips_net
     if negative:
         raise ValueError(f"{where} has negative channel weights in layer(s) {negative}; LPIPS weights are non-negative")
     return weights
+
+
+def dists_package_weights_file() -> Path:
+    """The alpha/beta file shipped inside an installed ``DISTS_pytorch`` package (found without
+    importing it: its module imports torchvision)."""
+    spec = importlib.util.find_spec("DISTS_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise ValueError(
+            "lin='dists' reads the alpha/beta weights shipped inside the `DISTS_pytorch` package, which is not "
+            "installed; pip install DISTS_pytorch, or pass the path of its weights.pt as lin="
+        )
+    path = Path(list(spec.submodule_search_locations)[0]) / "weights.pt"
+    if not path.is_file():
+        raise ValueError(f"the installed DISTS_pytorch package has no {path}; pass the path of a DISTS weights.pt as lin=")
+    return path
+
+
+def is_dists_weights(state: dict) -> bool:
+    """Whether a state dict is a DISTS alpha/beta file (keys ``alpha`` and ``beta``)."""
+    return set(state) == {"alpha", "beta"}
+
+
+def load_dists_weights(source: Union[str, os.PathLike, dict], channels: Sequence[int]) -> List[Tensor]:
+    """DISTS's weights for a trunk whose taps have ``channels`` channels: L float64 tensors ``[2, C_l]``
+    (alpha; beta), divided by the total of both so the score is ``1 - sum alpha S1 + beta S2``.
+
+    source: ``"dists"`` (the installed ``DISTS_pytorch`` package's file), a file path, or a state
+    dict. Raises CheckpointError when the keys or sizes do not fit the taps.
+    """
+    if isinstance(source, dict):
+        state, where = source, "DISTS weights"
+    else:
+        path = dists_package_weights_file() if isinstance(source, str) and source == "dists" else Path(source)
+        state, where = read_state_dict(path), f"DISTS weights file {str(path)!r}"
+    total = sum(channels)
+    shapes = {k: tuple(v.shape) for k, v in state.items()}
+    if not is_dists_weights(state) or any(v.numel() != total for v in state.values()):
+        raise CheckpointError(
+            f"{where} does not fit a trunk with taps of {list(channels)} channels: it needs keys alpha and beta "
+            f"of {total} elements each, one per tap channel; got {shapes} (DISTS_pytorch's file fits trunk dists_vgg16)"
+        )
+    alpha, beta = (state[k].reshape(-1).to(torch.float64) for k in ("alpha", "beta"))
+    scale = alpha.sum() + beta.sum()
+    if not bool(torch.isfinite(scale)) or float(scale) == 0.0:
+        raise ValueError(f"{where}: alpha and beta sum to {float(scale)}; they are divided by that total")
+    both = torch.stack([alpha, beta]) / scale
+    return list(both.split(list(channels), dim=1))
+
+
+def load_channel_weights(source: Union[str, os.PathLike], channels: Sequence[int],
+                         lpips_net: Optional[str] = None) -> Tuple[str, List[Tensor]]:
+    """The weights a ``lin=`` source names, and which distance they weight: ``("lpips", L x [C_l])`` for
+    ``"lpips"`` or an LPIPS lin file, ``("dists", L x [2, C_l])`` for ``"dists"`` or a DISTS weights file."""
+    if isinstance(source, str) and source == "dists" or is_dists_weights(_state_unless_named(source)):
+        return "dists", load_dists_weights(source, channels)
+    return "lpips", load_lin(source, channels, lpips_net)
+
+
+def _state_unless_named(source: Union[str, os.PathLike]) -> dict:
+    """The state dict of a weights file (the small lin/alpha-beta files are read again by their
+    loader); empty for the package names ``lpips`` and ``dists``."""
+    return {} if isinstance(source, str) and source in ("lpips", "dists") else read_state_dict(Path(source))

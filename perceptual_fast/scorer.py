@@ -14,7 +14,7 @@ from typing import Dict, Hashable, List, Mapping, Optional, Sequence, Union
 import torch
 from torch import Tensor, nn
 
-from .lin import load_lin
+from .lin import load_channel_weights
 from .metrics import two_afc
 from .ops.fused_distance import fused_distance, requested_backend
 from .ops.fused_distance.reference import check_distance_names
@@ -52,9 +52,12 @@ class Scorer:
     trunk_config: config overrides for a named trunk, e.g. ``{"width": 0.25}`` (see ``load_trunk``).
     compile: wrap the trunk's ``forward_taps`` in ``torch.compile``: True (default backend) or a
         ``torch.compile`` backend name (e.g. ``"eager"``, ``"inductor"``).
-    lin: LPIPS channel weights for the ``lpips`` distance: a file in the ``lpips`` package's
-        format, ``"lpips"`` (the v0.1 file of the installed ``lpips`` package) or L tensors ``[C_l]``.
-    distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``.
+    lin: the learned channel weights of a weighted distance. For ``lpips``: ``"lpips"`` (the v0.1
+        file of the installed ``lpips`` package), a file in that format, or L tensors ``[C_l]``. For
+        ``dists`` (trunk ``dists_vgg16``): ``"dists"`` (the alpha/beta file of the installed
+        ``DISTS_pytorch`` package), a file in that format, or L tensors ``[2, C_l]`` (alpha; beta,
+        normalised over all layers). ``Scorer.lin`` / ``Scorer.dists_weights`` hold what was read.
+    distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``, ``dists``.
     device: where the trunk runs (default CPU). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch``.
     precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype); ``bf16`` (or ``fp16``,
         CUDA only): the trunk under that autocast, distances accumulated and returned in float32;
@@ -126,24 +129,34 @@ class Scorer:
         if compile:
             self._compiled_taps = torch.compile(self.trunk.forward_taps, **({} if compile is True else {"backend": compile}))
         self.min_size = int(module.min_input_size()) if hasattr(module, "min_input_size") else 1
-        self.lin = self._load_lin(lin, spec)
+        kind, weights = self._load_lin(lin, spec)
+        self.lin = weights if kind == "lpips" else None
+        self.dists_weights = weights if kind == "dists" else None
+        if "lpips" in self.distances and self.lin is None:
+            raise ValueError(
+                "the 'lpips' distance needs channel weights: pass lin='lpips' (the v0.1 weights inside the "
+                "installed lpips package) or lin='path/to/alex.pth'; 'spatial' is the unweighted distance"
+            )
+        if "dists" in self.distances and self.dists_weights is None:
+            raise ValueError(
+                "the 'dists' distance needs its alpha/beta weights: pass lin='dists' (the file inside the installed "
+                "DISTS_pytorch package) or lin='path/to/weights.pt', with trunk='dists_vgg16'"
+            )
 
-    def _load_lin(self, lin: LinSpec, spec) -> Optional[List[Tensor]]:
+    def _load_lin(self, lin: LinSpec, spec) -> tuple:
+        """``(kind, weights)``: ``("lpips", L x [C_l])``, ``("dists", L x [2, C_l])`` or ``(None, None)``."""
         if lin is None:
-            if "lpips" in self.distances:
-                raise ValueError(
-                    "the 'lpips' distance needs channel weights: pass lin='lpips' (the v0.1 weights inside the "
-                    "installed lpips package) or lin='path/to/alex.pth'; 'spatial' is the unweighted distance"
-                )
-            return None
+            return None, None
         if isinstance(lin, (str, os.PathLike)):
             channels = getattr(self.trunk, "tap_channels", None)
             if channels is None:
                 raise ValueError("lin from a file needs a trunk that declares its tap_channels")
-            vectors = load_lin(lin, channels, spec.lpips_net if spec is not None else None)
+            kind, weights = load_channel_weights(lin, channels, spec.lpips_net if spec is not None else None)
         else:
-            vectors = [torch.as_tensor(v).reshape(-1) for v in lin]
-        return [v.to(device=self.device, dtype=self.dtype) for v in vectors]
+            weights = [torch.as_tensor(v) for v in lin]
+            kind = "dists" if weights and all(w.dim() == 2 and w.shape[0] == 2 for w in weights) else "lpips"
+            weights = weights if kind == "dists" else [w.reshape(-1) for w in weights]
+        return kind, [w.to(device=self.device, dtype=self.dtype) for w in weights]
 
     def _scaled(self, named: Mapping[str, Tensor]) -> Tensor:
         """Validates each named batch ``[N, 3, H, W]`` (same shapes) and returns them concatenated in
@@ -192,7 +205,8 @@ class Scorer:
         if grads or len({t.dtype for ts in taps for t in ts}) > 1:
             taps = tuple([t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in ts] for ts in taps)
         with torch.autocast(self.device.type, enabled=False):
-            return fused_distance(*taps, distances=self.distances, lin=self.lin, backend=self.backend)
+            return fused_distance(*taps, distances=self.distances, lin=self.lin, backend=self.backend,
+                                  dists_weights=self.dists_weights)
 
     def _input_taps(self, named: Mapping[str, Tensor]) -> List[List[Tensor]]:
         """The taps of each named batch ``[N, 3, H, W]`` (validated, same shapes), in order.
@@ -421,8 +435,8 @@ def _argument_key(name: str, value: object, args: Mapping[str, object]) -> Hasha
     if name == "seed":
         return _freeze(value) if args["weights"] == "random" else None
     if name == "lin":
-        if value is None or value == "lpips":
-            return value  # 'lpips': the installed package's file
+        if value is None or value in ("lpips", "dists"):
+            return value  # the installed package's file
         if isinstance(value, (str, os.PathLike)):
             return _file_key(value)
         raise _Uncacheable("lin tensors")

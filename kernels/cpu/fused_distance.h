@@ -1,12 +1,13 @@
 // The fused distance op (docs/design.md, section 8) for one (sample, layer) work item on the CPU:
-// every requested distance (spatial, lpips, meanpool, style) between a reference map `a` and one
+// every requested distance (spatial, lpips, meanpool, style, dists) between a reference map `a` and one
 // or two other maps (`b`, and `c` for a triplet), each either [C, HW] planar (NCHW, positions
 // contiguous) or [HW, C] (channels_last), float32 or bfloat16, accumulated in float32/float64.
 //
 // Phase 1 walks the positions in tiles small enough to stay in L1/L2 and reads each feature
 // element from memory once: per-position channel norms, the spatial / lpips terms (difference of
 // normalised vectors, so identical inputs give exactly 0), per-channel sums for meanpool, and --
-// only when style is requested -- the normalised maps into a per-thread scratch buffer.
+// only when style is requested -- the normalised maps into a per-thread scratch buffer; for dists,
+// each channel's sums of y and y^2 per map and of (a - x)^2 per comparison, in double.
 // Phase 2 (style, kernels/cpu/gram_difference.h) works from that scratch.
 //
 // This file is compiled without FMA contraction: a * inv_a - b * inv_b must be exactly 0 when
@@ -29,6 +30,7 @@ namespace PF_CPU_ISA {
 namespace cpu {
 
 constexpr float kNormEps = 1e-10f;
+constexpr double kDistsC1 = 1e-6, kDistsC2 = 1e-6;  // DISTS's stabilising constants
 
 // float lanes of the variant's vectors: AVX-512, AVX2, else SSE / NEON-sized
 #if defined(__AVX512F__)
@@ -62,6 +64,7 @@ struct WorkItem {
   int64_t channels;   // C
   int64_t positions;  // HW
   const float* lin;   // [C] lpips channel weights, or null
+  const float* dists;  // [2, C] DISTS weights (alpha; beta), or null
   bool channels_last;  // maps are [HW, C] (channels contiguous) instead of [C, HW]
 };
 
@@ -69,6 +72,7 @@ struct WorkItem {
 struct Scratch {
   std::vector<float> normalised;  // [count][HW][C_pad] when style is requested
   std::vector<double> channel_sums;  // [count][C]
+  std::vector<double> moments;  // dists: [count][C] sums, [count][C] sums of squares, [count - 1][C] of (a - x)^2
   std::vector<float> inv_norm;  // [count][tile]
   std::vector<float> acc;  // [2 * tile]
 };
@@ -194,10 +198,97 @@ void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, bool want_
   }
 }
 
+// DISTS's moments of the tile [first, first + n): every channel's sum of y and of y^2 per map, and
+// of (a - x)^2 per comparison, accumulated in double straight from the elements. Double, not float
+// partials: a channel's variance is E[y^2] - E[y]^2, whose cancellation float sums would expose
+// on flat image channels (the input tap, which carries an eighth of DISTS's weight). The squared
+// difference, summed directly, makes equal maps give exactly 0.
+template <typename T>
+void dists_moments_tile(const WorkItem<T>& w, int64_t first, int64_t n, Scratch& s) {
+  const int64_t C = w.channels, HW = w.positions;
+  double* sum = s.moments.data();
+  double* sq = sum + w.count * C;
+  double* diff_sq = sq + w.count * C;
+  if (w.channels_last) {
+    for (int64_t p = first; p < first + n; ++p) {
+      for (int k = 0; k < w.count; ++k) {
+        const T* row = w.maps[k] + p * C;
+        double* sk = sum + k * C;
+        double* qk = sq + k * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const double v = to_float(row[c]);
+          sk[c] += v;
+          qk[c] += v * v;
+        }
+      }
+      const T* ra = w.maps[0] + p * C;
+      for (int q = 0; q + 1 < w.count; ++q) {
+        const T* rx = w.maps[q + 1] + p * C;
+        double* dq = diff_sq + q * C;
+#pragma omp simd
+        for (int64_t c = 0; c < C; ++c) {
+          const double d = static_cast<double>(to_float(ra[c])) - static_cast<double>(to_float(rx[c]));
+          dq[c] += d * d;
+        }
+      }
+    }
+    return;
+  }
+  for (int64_t c = 0; c < C; ++c) {
+    for (int k = 0; k < w.count; ++k) {
+      const T* row = w.maps[k] + c * HW + first;
+      double t = 0.0, t2 = 0.0;
+#pragma omp simd reduction(+ : t, t2)
+      for (int64_t p = 0; p < n; ++p) {
+        const double v = to_float(row[p]);
+        t += v;
+        t2 += v * v;
+      }
+      sum[k * C + c] += t;
+      sq[k * C + c] += t2;
+    }
+    const T* ra = w.maps[0] + c * HW + first;
+    for (int q = 0; q + 1 < w.count; ++q) {
+      const T* rx = w.maps[q + 1] + c * HW + first;
+      double t = 0.0;
+#pragma omp simd reduction(+ : t)
+      for (int64_t p = 0; p < n; ++p) {
+        const double d = static_cast<double>(to_float(ra[p])) - static_cast<double>(to_float(rx[p]));
+        t += d * d;
+      }
+      diff_sq[q * C + c] += t;
+    }
+  }
+}
+
+// DISTS's layer term of comparison q from the moments: sum_c alpha (1 - S1) + beta (1 - S2), with
+// 1 - S1 = (ma - mx)^2 / (ma^2 + mx^2 + c1) and 1 - S2 = var(a - x) / (va + vx + c2) (the
+// difference form of docs/design.md: no cancellation near 1, exactly 0 for equal maps).
+template <typename T>
+double dists_term(const WorkItem<T>& w, const Scratch& s, int q) {
+  const int64_t C = w.channels;
+  const double hw = static_cast<double>(w.positions);
+  const double* sum = s.moments.data();
+  const double* sq = sum + w.count * C;
+  const double* diff_sq = sq + w.count * C + q * C;
+  const double* sum_x = sum + (q + 1) * C;
+  const double* sq_x = sq + (q + 1) * C;
+  double total = 0.0;
+  for (int64_t c = 0; c < C; ++c) {
+    const double ma = sum[c] / hw, mx = sum_x[c] / hw, dm = ma - mx;
+    const double va = std::max(0.0, sq[c] / hw - ma * ma), vx = std::max(0.0, sq_x[c] / hw - mx * mx);
+    const double vd = std::max(0.0, diff_sq[c] / hw - dm * dm);
+    total += static_cast<double>(w.dists[c]) * (dm * dm / (ma * ma + mx * mx + kDistsC1)) +
+             static_cast<double>(w.dists[C + c]) * (vd / (va + vx + kDistsC2));
+  }
+  return total;
+}
+
 // results[d * 2 + q]: distance d of comparison q (a vs b: q = 0, a vs c: q = 1).
 template <typename T>
 void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_meanpool, bool want_style,
-            Scratch& s, double* results) {
+            bool want_dists, Scratch& s, double* results) {
   const int64_t C = w.channels, HW = w.positions;
   const int64_t tile = phase1_tile(C);
   const int64_t c_pad = round_up(C, kChannelPad);
@@ -206,9 +297,13 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
   s.acc.assign(static_cast<size_t>(std::max<int64_t>(2 * tile, w.count * C)), 0.f);
   if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
   if (want_style) s.normalised.assign(static_cast<size_t>(w.count * HW * c_pad), 0.f);  // zero padding
+  if (want_dists) s.moments.assign(static_cast<size_t>((3 * w.count - 1) * C), 0.0);
+  const bool want_pointwise = want_terms || want_meanpool || want_style;
   Phase1Sums sums;
   for (int64_t first = 0; first < HW; first += tile) {
     const int64_t n = std::min(tile, HW - first);
+    if (want_dists) dists_moments_tile(w, first, n, s);  // the tile is read again below while in cache
+    if (!want_pointwise) continue;
     if (w.channels_last) {
       tile_interleaved(w, first, n, want_terms, want_meanpool, want_style, s, sums);
     } else {
@@ -220,6 +315,7 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
   for (int q = 0; q + 1 < w.count; ++q) {
     results[kSpatial * 2 + q] = spatial[q] / static_cast<double>(HW);
     results[kLpips * 2 + q] = lpips[q] / static_cast<double>(HW);
+    if (want_dists) results[kDists * 2 + q] = dists_term(w, s, q);
   }
   if (want_meanpool) {
     // n(m) = m / (|m| + eps) with m the channel means of the raw features.

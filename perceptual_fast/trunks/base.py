@@ -8,7 +8,7 @@ match the upstream library (torchvision; timm for ViTs) so its checkpoints load 
 
 import contextlib
 import math
-from typing import Iterator, List, Tuple
+from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
@@ -73,9 +73,12 @@ class SequentialTapTrunk(TapTrunk):
     channels: channel count of each tap, in order.
     avgpool, classifier: torchvision's head; logits = classifier(avgpool(features(x))), flattened
         before the classifier when ``flatten_before_classifier`` (AlexNet, VGG) and after it always.
+    input_tap: a module whose output on the input is the first tap (DISTS's image tap), or None;
+        ``channels`` then starts with its channel count.
     """
 
     tap_after: List[int]
+    input_tap: Optional[nn.Module]
 
     def __init__(
         self,
@@ -86,10 +89,11 @@ class SequentialTapTrunk(TapTrunk):
         classifier: nn.Module,
         flatten_before_classifier: bool,
         has_head: bool = True,
+        input_tap: Optional[nn.Module] = None,
     ):
         super().__init__()
-        if sorted(tap_after) != list(tap_after) or len(tap_after) != len(channels):
-            raise ValueError("tap_after must be ascending with one channel count per tap")
+        if sorted(tap_after) != list(tap_after) or len(tap_after) + (input_tap is not None) != len(channels):
+            raise ValueError("tap_after must be ascending with one channel count per tap (the input tap's first)")
         overwritten = [i for i in tap_after if i + 1 < len(features) and getattr(features[i + 1], "inplace", False)]
         if overwritten:
             raise ValueError(f"the layers after taps {overwritten} work in place: they would overwrite the taps")
@@ -98,12 +102,15 @@ class SequentialTapTrunk(TapTrunk):
         self.avgpool = avgpool
         self.classifier = classifier
         self.flatten_before_classifier = flatten_before_classifier
+        self.input_tap = input_tap
         self._finish(channels, has_head)
 
     @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
         """x: ``[N, 3, H, W]`` preprocessed images -> the L tap feature maps (stops after the last tap)."""
         taps: List[Tensor] = []
+        if self.input_tap is not None:
+            taps.append(self.input_tap(x))
         last = self.tap_after[-1]
         for i, layer in enumerate(self.features):
             # Layers past the last tap are skipped (not `break`: TorchScript unrolls this loop and
@@ -128,13 +135,14 @@ class SequentialTapTrunk(TapTrunk):
         A tap with a zero or negative side means the input is too small for this trunk.
         """
         h, w = height, width
-        shapes = []
+        shapes = [] if self.input_tap is None else [(self.tap_channels[0], h, w)]
+        first = len(shapes)
         for i, layer in enumerate(self.features):
             if i > self.tap_after[-1]:
                 break
             h, w = _spatial_out(layer, h, w)
             if i in self.tap_after:
-                shapes.append((self.tap_channels[self.tap_after.index(i)], h, w))
+                shapes.append((self.tap_channels[first + self.tap_after.index(i)], h, w))
         return shapes
 
 
@@ -143,8 +151,9 @@ def _pair(v) -> Tuple[int, int]:
 
 
 def _spatial_out(layer: nn.Module, h: int, w: int) -> Tuple[int, int]:
-    """Spatial output size of ``layer`` (conv/pool arithmetic); other layers keep it."""
-    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)):
+    """Spatial output size of ``layer`` (conv/pool arithmetic, also for pools that describe their window
+    like ``dists_vgg.L2Pooling``); other layers keep it."""
+    if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) or hasattr(layer, "kernel_size"):
         k, s, p, d = (_pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), _pair(layer.dilation))
         ceil = bool(getattr(layer, "ceil_mode", False))
         out = []

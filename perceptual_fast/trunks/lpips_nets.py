@@ -53,14 +53,28 @@ def alexnet(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) ->
     )
 
 
-_VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+VGG16_CFG = [64, 64, "M", 128, 128, "M", 256, 256, 256, "M", 512, 512, 512, "M", 512, 512, 512, "M"]
+"""torchvision's VGG-16 features: output channels of each 3x3 convolution (each followed by a ReLU), "M" a pool."""
+
+
+def vgg16_classifier(num_classes: int, dropout: float) -> nn.Sequential:
+    """torchvision's VGG-16 classifier (uninitialised: the caller runs ``init_like_torchvision``)."""
+    return nn.Sequential(
+        nn.Linear(512 * 7 * 7, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, 4096),
+        nn.ReLU(inplace=True),
+        nn.Dropout(p=dropout),
+        nn.Linear(4096, num_classes),
+    )
 
 
 def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
     """torchvision VGG-16 (no batch norm); taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
     layers: List[nn.Module] = []
     in_ch = 3
-    for v in _VGG16_CFG:
+    for v in VGG16_CFG:
         if v == "M":
             layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
         else:
@@ -70,15 +84,7 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> S
     # Initialise the features before the head exists so they are the same with or without it.
     init_like_torchvision(features)
     with head_device(head):
-        classifier = nn.Sequential(
-            nn.Linear(512 * 7 * 7, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, 4096),
-            nn.ReLU(inplace=True),
-            nn.Dropout(p=dropout),
-            nn.Linear(4096, num_classes),
-        )
+        classifier = vgg16_classifier(num_classes, dropout)
     init_like_torchvision(classifier)
     return SequentialTapTrunk(
         features, [3, 8, 15, 22, 29], [64, 128, 256, 512, 512], nn.AdaptiveAvgPool2d((7, 7)), classifier, True, head

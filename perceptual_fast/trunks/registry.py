@@ -3,7 +3,7 @@
 A trunk config is a JSON-able dict: ``name`` (the preset it started from), ``family`` and every
 argument of the family's builder (``resnet``: depth, width, skip_connections, num_classes;
 ``vit``: patch_size, embed_dim, depth, num_heads, mlp_ratio, img_size, taps, num_classes; the
-LPIPS nets: num_classes, dropout). Built trunks carry it as ``trunk.trunk_config`` (a JSON string,
+LPIPS nets and ``dists_vgg16``: num_classes, dropout). Built trunks carry it as ``trunk.trunk_config`` (a JSON string,
 kept by TorchScript) and ``save_trunk`` writes it into the weights file.
 """
 
@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from . import lpips_nets
+from .dists_vgg import dists_vgg16
 from .checkpoint import (
     CheckpointError,
     TrunkConfig,
@@ -40,6 +41,7 @@ FAMILIES: Dict[str, Callable[..., nn.Module]] = {
     "alexnet": lpips_nets.alexnet,
     "vgg16": lpips_nets.vgg16,
     "squeezenet1_1": lpips_nets.squeezenet1_1,
+    "dists_vgg16": dists_vgg16,
     "resnet": ResNet,
     "vit": VisionTransformer,
 }
@@ -67,6 +69,7 @@ _TRUNKS: Dict[str, TrunkSpec] = {
         TrunkSpec("alexnet", "alexnet", lpips_net="alex", torchvision_file="alexnet-owt-7be5be79.pth"),
         TrunkSpec("squeezenet1_1", "squeezenet1_1", lpips_net="squeeze", torchvision_file="squeezenet1_1-b8a52dc0.pth"),
         TrunkSpec("vgg16", "vgg16", lpips_net="vgg", torchvision_file="vgg16-397923af.pth"),
+        TrunkSpec("dists_vgg16", "dists_vgg16", torchvision_file="vgg16-397923af.pth"),
         *(TrunkSpec(f"resnet{d}", "resnet", {"depth": d}, torchvision_file=_TV_RESNET_FILES.get(d)) for d in DEPTHS),
         *(
             TrunkSpec(f"vit_{size}_{p}", "vit", {"patch_size": p, "embed_dim": c, "num_heads": h, "depth": d})

@@ -27,7 +27,7 @@ from .autograd import differentiable_compute
 from .backend import Backend, BackendUnavailable, DistanceRequest, Terms
 from .cpu import CppBackend
 from .cuda import CudaBackend
-from .reference import DISTANCES, TorchBackend, check_distance_names, check_lin
+from .reference import DISTANCES, TorchBackend, check_distance_names, check_dists_weights, check_lin
 from .triton import TritonBackend
 
 ENV_VAR = "PERCEPTUAL_FAST_BACKEND"
@@ -58,7 +58,7 @@ def backend_reasons(request: DistanceRequest) -> Dict[str, List[str]]:
     kind and kept.
     """
     tensors = request.tensors
-    lin_grad = request.lin is not None and any(w.requires_grad for w in request.lin)
+    lin_grad = any(w.requires_grad for w in request.weights)
     kind = (tuple(sorted({str(t.device) for t in tensors})), tuple(sorted({str(t.dtype) for t in tensors})),
             request.needs_grad, lin_grad, os.environ.get("TRITON_INTERPRET"))
     if kind not in _REASONS:
@@ -127,12 +127,14 @@ def fused_distance(
     distances: Union[str, Sequence[str]] = ("spatial",),
     lin: Optional[Sequence[Tensor]] = None,
     backend: str = "auto",
+    dists_weights: Optional[Sequence[Tensor]] = None,
 ) -> Union[Terms, Tuple[Terms, Terms]]:
     """Per-layer distance terms of a pair (a, b), or of a triplet (a vs b and a vs c).
 
     feats_*: L tensors ``[N, C_l, H_l, W_l]`` each (shapes may differ across layers, not across
-    a/b/c). distances: names among lpips, spatial, meanpool, style. lin: L vectors ``[C_l]``
-    (lpips only). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch`` (``PERCEPTUAL_FAST_BACKEND``
+    a/b/c). distances: names among lpips, spatial, meanpool, style, dists. lin: L vectors ``[C_l]``
+    (lpips only). dists_weights: L tensors ``[2, C_l]``, alpha and beta normalised over all layers
+    (dists only; ``lin.load_dists_weights``). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch`` (``PERCEPTUAL_FAST_BACKEND``
     overrides).
     Returns ``{name: [N, L]}`` for a pair; ``(terms_ab, terms_ac)`` for a triplet.
     Differentiable: when gradients are needed, ``auto`` uses a backend with a backward.
@@ -142,8 +144,9 @@ def fused_distance(
     if feats_c is not None:
         _check_layers(feats_a, feats_c, "feats_c")
     check_lin(names, lin, feats_a)
+    check_dists_weights(names, dists_weights, feats_a)
     feats = tuple(tuple(f) for f in (feats_a, feats_b, feats_c) if f is not None)
-    terms = run_request(DistanceRequest(feats, names, lin), backend)
+    terms = run_request(DistanceRequest(feats, names, lin, dists_weights), backend)
     return terms[0] if feats_c is None else (terms[0], terms[1])
 
 

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor
 
 from .backend import Backend, DistanceRequest, Terms
-from .reference import style_term
+from .reference import layer_term
 
 
 def _regroup(flat: Sequence, lists: int) -> Tuple[tuple, ...]:
@@ -62,18 +62,22 @@ def gradient_buffer(shape: Sequence[int], device: torch.device,
     return torch.empty(tuple(shape), dtype=torch.float32, device=device, memory_format=memory_format)
 
 
-def style_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
-    """Style's gradient for the kernels' backends: autograd of the reference's style term, recomputed
-    here (its Gram matrices are what this gradient needs)."""
+def reference_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
+    """The gradients of the ``REFERENCE_BACKWARD`` distances of ``request`` for the kernels' backends:
+    autograd of the reference's layer terms, recomputed here (style needs its Gram matrices for its
+    gradient; dists's per-channel moments are cheap to recompute)."""
     grads: Grads = [[None] * len(request.feats[0]) for _ in request.feats]
+    names = [d for d in request.distances if d in REFERENCE_BACKWARD]
+    weights = {"dists": request.dists_weights}
     for layer in range(len(request.feats[0])):
         inputs = [lst[layer].detach().requires_grad_(needs[k][layer]) for k, lst in enumerate(request.feats)]
         wanted = [x for x in inputs if x.requires_grad]
         if not wanted:
             continue
         with torch.enable_grad():
-            total = sum((style_term(inputs[0], other) * grad_terms[q]["style"][:, layer]).sum()
-                        for q, other in enumerate(inputs[1:]))
+            total = sum((layer_term(d, inputs[0], other, weights[d][layer].detach() if d in weights else None)
+                         * grad_terms[q][d][:, layer]).sum()
+                        for q, other in enumerate(inputs[1:]) for d in names)
             found = iter(torch.autograd.grad(total, wanted))
         for k, x in enumerate(inputs):
             if x.requires_grad:
@@ -92,21 +96,23 @@ def summed_grads(request: DistanceRequest, parts: Sequence[Grads]) -> Grads:
 
 
 KERNEL_BACKWARD = ("lpips", "spatial", "meanpool")
-"""The distances whose gradient the backward kernels compute (style's: ``style_grads``)."""
+"""The distances whose gradient the backward kernels compute."""
+REFERENCE_BACKWARD = ("style", "dists")
+"""The distances whose gradient a kernel backend takes from the reference (``reference_grads``)."""
 
 KernelGrads = Callable[[DistanceRequest, List[Terms], Sequence[Sequence[bool]]], Grads]
 
 
-def kernel_and_style_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]],
+def kernel_and_reference_grads(request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]],
                            kernel_grads: KernelGrads) -> Grads:
     """A kernel backend's ``backward``: ``kernel_grads`` on the request restricted to ``KERNEL_BACKWARD``,
-    plus ``style_grads`` when style is requested, summed per map."""
+    plus ``reference_grads`` when style or dists is requested, summed per map."""
     parts = []
     kernel = tuple(d for d in request.distances if d in KERNEL_BACKWARD)
     if kernel:
         parts.append(kernel_grads(dataclasses.replace(request, distances=kernel), grad_terms, needs))
-    if "style" in request.distances:
-        parts.append(style_grads(request, grad_terms, needs))
+    if any(d in REFERENCE_BACKWARD for d in request.distances):
+        parts.append(reference_grads(request, grad_terms, needs))
     return summed_grads(request, parts)
 
 
@@ -117,5 +123,5 @@ def differentiable_compute(backend: Backend, request: DistanceRequest) -> List[T
     return [{d: out[q, i] for i, d in enumerate(request.distances)} for q in range(out.shape[0])]
 
 
-__all__ = ["KERNEL_BACKWARD", "FusedDistanceFunction", "Grads", "differentiable_compute", "gradient_buffer",
-           "kernel_and_style_grads", "style_grads", "summed_grads"]
+__all__ = ["KERNEL_BACKWARD", "REFERENCE_BACKWARD", "FusedDistanceFunction", "Grads", "differentiable_compute", "gradient_buffer",
+           "kernel_and_reference_grads", "reference_grads", "summed_grads"]

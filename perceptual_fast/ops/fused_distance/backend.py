@@ -21,11 +21,18 @@ class DistanceRequest:
         the reference once for both comparisons).
     distances: names among ``reference.DISTANCES``.
     lin: L channel-weight vectors ``[C_l]`` for ``lpips``, else None.
+    dists_weights: L tensors ``[2, C_l]`` (alpha; beta) for ``dists``, else None.
     """
 
     feats: Tuple[Tuple[Tensor, ...], ...]
     distances: tuple
     lin: Optional[Sequence[Tensor]] = None
+    dists_weights: Optional[Sequence[Tensor]] = None
+
+    @property
+    def weights(self) -> List[Tensor]:
+        """Every weight tensor the request carries (lpips's and dists's)."""
+        return [w for ws in (self.lin, self.dists_weights) if ws is not None for w in ws]
 
     @property
     def tensors(self) -> List[Tensor]:
@@ -88,8 +95,8 @@ def dtype_and_grad_reasons(request: DistanceRequest, dtypes: Collection[torch.dt
         elif not seen <= set(grad_dtypes):
             names = ", ".join(str(d).replace("torch.", "") for d in grad_dtypes)
             reasons.append(f"its backward takes features of one dtype among {names}, got {sorted(map(str, seen))}")
-        if request.lin is not None and any(w.requires_grad for w in request.lin):
-            reasons.append("the lpips weights require grad, and its backward gives gradients for the features only")
+        if any(w.requires_grad for w in request.weights):
+            reasons.append("the lpips or dists weights require grad, and its backward gives gradients for the features only")
     return reasons
 
 

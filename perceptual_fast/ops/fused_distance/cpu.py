@@ -62,4 +62,4 @@ class CppBackend(Backend):
 
     def backward(self, request: DistanceRequest, grad_terms: List[Terms],
                  needs: Sequence[Sequence[bool]]) -> Grads:
-        return autograd.kernel_and_style_grads(request, grad_terms, needs, _kernel_grads)
+        return autograd.kernel_and_reference_grads(request, grad_terms, needs, _kernel_grads)

@@ -69,4 +69,4 @@ class CudaBackend(Backend):
         return fused_distance_cuda(request)
 
     def backward(self, request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
-        return autograd.kernel_and_style_grads(request, grad_terms, needs, _kernel_grads)
+        return autograd.kernel_and_reference_grads(request, grad_terms, needs, _kernel_grads)

@@ -56,10 +56,10 @@ def _layer_layout(maps: List[Tensor]) -> tuple:
 class KernelCall:
     """The arguments of one ``_C.fused_distance_*`` call, built from a request.
 
-    rows: per layer ``(a, b, c, stride_a, stride_b, stride_c, C, HW, lin, channels_last)`` with
-    data pointers (see csrc/bindings.cpp). out: float32 ``[4, count - 1, N, L]`` filled with NaN,
+    rows: per layer ``(a, b, c, stride_a, stride_b, stride_c, C, HW, lin, dists, channels_last)`` with
+    data pointers (see csrc/bindings.cpp). out: float32 ``[5, count - 1, N, L]`` filled with NaN,
     so an element the kernel fails to write cannot pass for a result. keep: the tensors the
-    pointers point into (layout copies, lin weights), alive until the call returns.
+    pointers point into (layout copies, lin and dists weights), alive until the call returns.
     """
 
     rows: list
@@ -75,9 +75,11 @@ class KernelCall:
         feats = [[t.detach() for t in lst] for lst in request.feats]
         count, batch, layers = len(feats), feats[0][0].shape[0], len(feats[0])
         device = feats[0][0].device
-        lin = None
+        lin = dists = None
         if "lpips" in request.distances:
             lin = [w.detach().to(device=device, dtype=torch.float32).contiguous() for w in request.lin]
+        if "dists" in request.distances:
+            dists = [w.detach().to(device=device, dtype=torch.float32).contiguous() for w in request.dists_weights]
         layouts = []
         for layer in range(layers):
             maps = [feats[k][layer] for k in range(count)]
@@ -87,16 +89,17 @@ class KernelCall:
             c, h, w = maps[0].shape[1:]
             ptrs = [m.data_ptr() for m in maps] + [0] * (3 - count)
             strides = [m.stride(0) for m in maps] + [0] * (3 - count)
-            rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(), channels_last))
+            rows.append((*ptrs, *strides, c, h * w, 0 if lin is None else lin[layer].data_ptr(),
+                         0 if dists is None else dists[layer].data_ptr(), channels_last))
         mask = sum(1 << DISTANCES.index(d) for d in request.distances)
         out = torch.full((len(DISTANCES), count - 1, batch, layers), float("nan"), dtype=torch.float32, device=device)
-        return KernelCall(rows, batch, count, mask, elements[feats[0][0].dtype], out, [layouts, lin])
+        return KernelCall(rows, batch, count, mask, elements[feats[0][0].dtype], out, [layouts, lin, dists])
 
     @staticmethod
     def prepare_backward(request: DistanceRequest, elements: Mapping[torch.dtype, str], channels_last_ok: bool,
                          grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> tuple:
         """The arguments of a ``_C.fused_distance_backward_*`` call: ``(call, grad_rows, grads)``. ``call.out``
-        holds the upstream gradient ``grad_terms`` in the kernels' ``[4, count - 1, N, L]`` slot order;
+        holds the upstream gradient ``grad_terms`` in the kernels' ``[5, count - 1, N, L]`` slot order;
         ``grad_rows`` per layer ``(g0, g1, g2, stride0, stride1, stride2)``; ``grads`` ``[list][layer]``:
         float32 buffers in the layout the kernel reads that layer in, None where ``needs`` is False."""
         call = KernelCall.prepare(request, elements, channels_last_ok)

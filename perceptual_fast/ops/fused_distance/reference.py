@@ -17,12 +17,16 @@ from torch import Tensor
 
 from .backend import Backend, DistanceRequest, Terms
 
-DISTANCES = ("lpips", "spatial", "meanpool", "style")
+DISTANCES = ("lpips", "spatial", "meanpool", "style", "dists")
 """Every distance name the engine computes, in a fixed order: also the kernels' output slot order
 and mask bits (kernels/distance_slots.h defines the same order for C++ and CUDA; a test compares)."""
 
 NORM_EPS = 1e-10
 """LPIPS's epsilon, added outside the square root of the channel norm."""
+
+DISTS_C1 = 1e-6
+DISTS_C2 = 1e-6
+"""DISTS's stabilising constants of the mean (S1) and structure (S2) similarities."""
 
 
 def _safe_norm(y: Tensor, dim: int) -> Tensor:
@@ -109,6 +113,33 @@ def style_term(y0: Tensor, y1: Tensor) -> Tensor:
     return ((gram(y0) - gram(y1)) ** 2).sum(dim=(1, 2)) / (c * c)
 
 
+def dists_term(y0: Tensor, y1: Tensor, weights: Tensor) -> Tensor:
+    """DISTS's layer term ``sum_c alpha_c (1 - S1_c) + beta_c (1 - S2_c)`` (Ding et al., TPAMI 2020).
+
+    With global means m, population variances v and covariance cov of each channel over the
+    positions: ``S1 = (2 m0 m1 + c1) / (m0^2 + m1^2 + c1)``, ``S2 = (2 cov + c2) / (v0 + v1 + c2)``.
+    Written in the equivalent difference form ``1 - S1 = (m0 - m1)^2 / (m0^2 + m1^2 + c1)`` and
+    ``1 - S2 = var(y0 - y1) / (v0 + v1 + c2)``: no cancellation of terms near 1, equal maps give
+    exactly 0, and the gradient is finite everywhere (no square root).
+
+    y0, y1: ``[N, C, H, W]`` float. weights: ``[2, C]`` (alpha; beta), normalised over all layers so
+    that the terms of every layer sum to ``1 - sum alpha S1 + beta S2``, the DISTS score.
+    Returns ``[N]`` in the input dtype.
+    """
+    _check_pair(y0, y1)
+    if weights.shape != (2, y0.shape[1]):
+        raise ValueError(f"dists weights must have shape [2, {y0.shape[1]}] (alpha; beta), got {tuple(weights.shape)}")
+    alpha, beta = weights.to(y0.dtype)
+    m0, m1 = y0.mean(dim=(2, 3)), y1.mean(dim=(2, 3))
+    v0 = ((y0 - m0[..., None, None]) ** 2).mean(dim=(2, 3))
+    v1 = ((y1 - m1[..., None, None]) ** 2).mean(dim=(2, 3))
+    diff = y0 - y1
+    v_diff = ((diff - (m0 - m1)[..., None, None]) ** 2).mean(dim=(2, 3))
+    one_minus_s1 = (m0 - m1) ** 2 / (m0 * m0 + m1 * m1 + DISTS_C1)
+    one_minus_s2 = v_diff / (v0 + v1 + DISTS_C2)
+    return (alpha * one_minus_s1 + beta * one_minus_s2).sum(dim=1)
+
+
 def check_distance_names(names: Sequence[str]) -> tuple:
     """Validates and de-duplicates distance names, keeping their order."""
     if isinstance(names, str):
@@ -133,8 +164,26 @@ def check_lin(distances: Sequence[str], lin: Optional[Sequence[Tensor]], feats: 
                              f"{y.shape[1]} channels; pass the lin weights of the trunk that made these features")
 
 
+def check_dists_weights(distances: Sequence[str], weights: Optional[Sequence[Tensor]], feats: Sequence[Tensor]) -> None:
+    """``dists`` needs one ``[2, C_l]`` (alpha; beta) tensor per layer of ``feats`` (maps ``[N, C_l, H_l, W_l]``)."""
+    if "dists" not in distances:
+        return
+    if weights is None or len(weights) != len(feats):
+        got = "none (pass dists_weights=...; a Scorer reads them with lin='dists')" if weights is None else f"{len(weights)}"
+        raise ValueError(f"'dists' needs one alpha/beta tensor [2, C_l] per layer ({len(feats)}); got {got}")
+    for i, (w, y) in enumerate(zip(weights, feats)):
+        if tuple(w.shape) != (2, y.shape[1]):
+            raise ValueError(f"layer {i}: the dists weights have shape {tuple(w.shape)} but the features have "
+                             f"{y.shape[1]} channels: they must be [2, {y.shape[1]}] (alpha; beta) for this trunk's taps")
+
+
 def layer_term(name: str, y0: Tensor, y1: Tensor, weight: Optional[Tensor] = None) -> Tensor:
-    """One distance's term for one layer: ``[N, C, H, W]`` x 2 -> ``[N]``. ``weight`` only for ``lpips``."""
+    """One distance's term for one layer: ``[N, C, H, W]`` x 2 -> ``[N]``. ``weight``: ``[C]`` for
+    ``lpips``, ``[2, C]`` for ``dists``, else unused."""
+    if name == "dists":
+        if weight is None:
+            raise ValueError("the 'dists' distance needs its alpha/beta weights (lin='dists' on a Scorer)")
+        return dists_term(y0, y1, weight)
     if name == "lpips":
         if weight is None:
             raise ValueError("the 'lpips' distance needs channel weights (lin); 'spatial' is the unweighted term")
@@ -153,26 +202,31 @@ def layer_terms(
     feats1: Sequence[Tensor],
     distances: Sequence[str] = ("spatial",),
     lin: Optional[Sequence[Tensor]] = None,
+    dists_weights: Optional[Sequence[Tensor]] = None,
 ) -> Dict[str, Tensor]:
     """Per-layer terms of every requested distance.
 
     feats0, feats1: L feature maps ``[N, C_l, H_l, W_l]`` each (shapes may differ across layers).
     lin: L channel-weight vectors ``[C_l]`` (needed by ``lpips`` only).
+    dists_weights: L tensors ``[2, C_l]`` (alpha; beta; needed by ``dists`` only).
     Returns ``{name: [N, L]}`` in the features' dtype; ``.sum(1)`` gives the distance ``[N]``.
     """
     distances = check_distance_names(distances)
     if len(feats0) != len(feats1) or not feats0:
         raise ValueError(f"need the same non-zero number of layers on both sides; got {len(feats0)} and {len(feats1)}")
     check_lin(distances, lin, feats0)
-    return _checked_layer_terms(feats0, feats1, distances, lin)
+    check_dists_weights(distances, dists_weights, feats0)
+    return _checked_layer_terms(feats0, feats1, distances, lin, dists_weights)
 
 
-def _checked_layer_terms(feats0, feats1, distances, lin) -> Dict[str, Tensor]:
+def _checked_layer_terms(feats0, feats1, distances, lin, dists_weights) -> Dict[str, Tensor]:
     """``layer_terms`` on arguments already validated (the op validates a request once)."""
     out = {}
+    weights = {"lpips": lin, "dists": dists_weights}
     for name in distances:
         cols = [
-            layer_term(name, a, b, lin[i] if name == "lpips" else None) for i, (a, b) in enumerate(zip(feats0, feats1))
+            layer_term(name, a, b, weights[name][i] if name in weights else None)
+            for i, (a, b) in enumerate(zip(feats0, feats1))
         ]
         out[name] = torch.stack(cols, dim=1)
     return out
@@ -189,4 +243,5 @@ class TorchBackend(Backend):
     def compute(self, request: DistanceRequest) -> List[Terms]:
         # 16-bit features are widened (exactly) to float32: the reference never computes in 16 bits.
         feats = [[t.float() if t.dtype in (torch.bfloat16, torch.float16) else t for t in lst] for lst in request.feats]
-        return [_checked_layer_terms(feats[0], other, request.distances, request.lin) for other in feats[1:]]
+        return [_checked_layer_terms(feats[0], other, request.distances, request.lin, request.dists_weights)
+                for other in feats[1:]]

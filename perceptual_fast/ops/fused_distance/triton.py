@@ -223,4 +223,4 @@ class TritonBackend(Backend):
             feats = [[nchw(t) for t in lst] for lst in req.feats]  # the Triton kernels read NCHW samples
             return fused_distance_triton_backward(feats, req.distances, req.lin, grads, wanted)
 
-        return autograd.kernel_and_style_grads(request, grad_terms, needs, kernel_grads)
+        return autograd.kernel_and_reference_grads(request, grad_terms, needs, kernel_grads)
