@@ -55,7 +55,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "ops" / "fused_distance"))
 try:
     from cases import TAP_SHAPES, feature_bytes
-    from fused_distance_cases import make_feats, make_lin, reference  # the op's test cases
+    from fused_distance_cases import make_feats, make_weights, reference  # the op's test cases
 
     import perceptual_fast as pf
     from perceptual_fast.ops.fused_distance import DistanceRequest
@@ -65,8 +65,8 @@ try:
 except ImportError as err:  # the summary section still runs
     IMPORT_ERROR = err
 
-DISTANCES = ("lpips", "spatial", "meanpool", "style")
-NO_STYLE = ("lpips", "spatial", "meanpool")
+DISTANCES = ("lpips", "spatial", "meanpool", "style", "dists")  # pf.DISTANCES (pf may not import here)
+NO_STYLE = ("lpips", "spatial", "meanpool", "dists")
 DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 RTOL = 1e-5
 ZERO_FLOOR = 1e-8
@@ -203,23 +203,23 @@ class Context:
         if status in ("FAIL", "ERROR"):
             print(f"  {describe_failure(rec)}", flush=True)
 
-    def skip_reason(self, backend, feats, lin, distances) -> str:
+    def skip_reason(self, backend, feats, weights, distances) -> str:
         """Why ``backend`` does not run this request here ('' if it does)."""
         if backend in self.excluded:
             return self.excluded[backend]
-        request = DistanceRequest(tuple(tuple(lst) for lst in feats), tuple(distances), lin)
+        request = DistanceRequest(tuple(tuple(lst) for lst in feats), tuple(distances), **weights)
         return "; ".join(pf.ops.fused_distance.BACKENDS[backend].unsupported(request))
 
-    def call(self, check, case, backend, feats, lin, distances, runner=None):
+    def call(self, check, case, backend, feats, weights, distances, runner=None):
         """``runner`` (default run_op) on ``backend``: its terms per comparison, or None when skipped or
         failed (recorded). Raises ContextLost when the failure left the CUDA context unusable."""
         dtype = feats[0][0].dtype
-        reason = self.skip_reason(backend, feats, lin, distances)
+        reason = self.skip_reason(backend, feats, weights, distances)
         if reason:
             self.record(check, case, backend, dtype, "-", None, None, "skipped", reason)
             return None
         try:
-            return (runner or run_op)(backend, feats, lin, distances)
+            return (runner or run_op)(backend, feats, weights, distances)
         except Exception as err:  # noqa: BLE001 - recorded as this check's failure
             self.record(check, case, backend, dtype, "-", None, None, "ERROR", f"{type(err).__name__}: {err}")
             traceback.print_exc(limit=4)
@@ -273,10 +273,10 @@ def seed_of(*parts) -> int:
     return zlib.crc32(" ".join(map(str, parts)).encode())
 
 
-def run_op(backend, feats, lin, distances, sync=True) -> List[Dict[str, torch.Tensor]]:
+def run_op(backend, feats, weights, distances, sync=True) -> List[Dict[str, torch.Tensor]]:
     """``pf.fused_distance`` on ``backend`` as a list of terms per comparison; waits for the device
     (``sync``) so an asynchronous kernel error is raised here, against this backend."""
-    out = pf.fused_distance(*feats, distances=distances, lin=lin, backend=backend)
+    out = pf.fused_distance(*feats, distances=distances, **weights, backend=backend)
     out = [out] if len(feats) == 2 else list(out)
     if sync:
         synchronize(feats[0][0].device)
@@ -320,13 +320,13 @@ def against(want, dtype, floor=ZERO_FLOOR, rtol_of: Optional[Callable[[str, floa
     return score
 
 
-def evaluate(ctx: Context, check, case, feats, lin, score, distances=DISTANCES, runner=None) -> dict:
+def evaluate(ctx: Context, check, case, feats, weights, score, distances=DISTANCES, runner=None) -> dict:
     """Runs every backend under test on ``feats`` and records ``score(backend, distance, terms)``
     per backend and distance. Returns {backend: terms per comparison} of those that ran."""
     dtype = feats[0][0].dtype
     ran = {}
     for backend in ctx.backends:
-        got = ctx.call(check, case, backend, feats, lin, distances, runner)
+        got = ctx.call(check, case, backend, feats, weights, distances, runner)
         if got is None:
             continue
         ran[backend] = got
@@ -346,8 +346,8 @@ def check_shapes(ctx: Context) -> None:
         for count, batch in ctx.sizes.shape_cases:
             case = f"{dname} count {count} batch {batch}"
             feats = make_feats(batch, ctx.sizes.shapes, count, seed_of("shapes", case), dtype=dtype, device=ctx.device)
-            lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
-            evaluate(ctx, "shapes", case, feats, lin, against(reference(feats, lin), dtype))
+            weights = make_weights(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
+            evaluate(ctx, "shapes", case, feats, weights, against(reference(feats, weights), dtype))
 
 
 def check_identical_zeros(ctx: Context) -> None:
@@ -364,8 +364,8 @@ def check_identical_zeros(ctx: Context) -> None:
             case = f"{dname} count {count}"
             a = make_feats(3, ctx.sizes.shapes, 1, seed_of("zeros", case), dtype=DTYPES[dname], device=ctx.device)[0]
             feats = [a] + [[t.clone() for t in a] for _ in range(count - 1)]
-            lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
-            evaluate(ctx, "identical_zeros", case, feats, lin, exact_zero)
+            weights = make_weights(ctx.sizes.shapes, seed=seed_of("lin", case), device=ctx.device)
+            evaluate(ctx, "identical_zeros", case, feats, weights, exact_zero)
 
 
 def check_style_1pct(ctx: Context) -> None:
@@ -379,11 +379,11 @@ def check_style_1pct(ctx: Context) -> None:
         dtype = DTYPES[dname]
         case = f"{dname} pair batch 2, b = a * (1 + 0.01 noise)"
         feats = make_feats(2, layers, 2, seed_of("pct", dname), dtype=dtype, device=ctx.device, change=0.01, relative=True)
-        lin = make_lin(layers, seed=seed_of("lin", "pct", dname), device=ctx.device)
-        want = reference(feats, lin)
-        fp32 = run_op("torch", feats, lin, DISTANCES)
+        weights = make_weights(layers, seed=seed_of("lin", "pct", dname), device=ctx.device)
+        want = reference(feats, weights)
+        fp32 = run_op("torch", feats, weights, DISTANCES)
         base = {name: rel_error(fp32[0][name], want[0][name], floor=TINY) for name in DISTANCES}
-        got = evaluate(ctx, "style_1pct", case, feats, lin,
+        got = evaluate(ctx, "style_1pct", case, feats, weights,
                        against(want, dtype, floor=TINY, rtol_of=lambda name, rtol: max(rtol, 10 * base[name])))
         columns = {"torch_fp32": fp32, **got}
         for layer, (c, h, w) in enumerate(layers):
@@ -433,24 +433,24 @@ def check_layouts(ctx: Context) -> None:
                 big = make_feats(2 * n, ctx.sizes.layout_layers, count, seed_of("layout", case), dtype=DTYPES[dname],
                                  device=ctx.device)
                 feats = [[view(t, k, n) for t in lst] for k, lst in enumerate(big)]
-                lin = make_lin(ctx.sizes.layout_layers, seed=seed_of("lin", case), device=ctx.device)
-                evaluate(ctx, "layouts", case, feats, lin, against(reference(feats, lin), DTYPES[dname]))
+                weights = make_weights(ctx.sizes.layout_layers, seed=seed_of("lin", case), device=ctx.device)
+                evaluate(ctx, "layouts", case, feats, weights, against(reference(feats, weights), DTYPES[dname]))
 
 
 def side_stream_runner(device: torch.device):
     """A runner that writes its inputs and runs the op on a fresh stream, behind a ~20 ms busy wait on
     that stream: a kernel launched on another stream would read the inputs before they exist."""
 
-    def run(backend, feats, lin, distances):
+    def run(backend, feats, weights, distances):
         if device.type != "cuda":  # dry run: the same code path, no streams on the CPU
-            return run_op(backend, [[t.clone() for t in lst] for lst in feats], lin, distances)
+            return run_op(backend, [[t.clone() for t in lst] for lst in feats], weights, distances)
         stream = torch.cuda.Stream(device=device)
         stream.wait_stream(torch.cuda.current_stream(device))
         with torch.cuda.stream(stream):
             if hasattr(torch.cuda, "_sleep"):
                 torch.cuda._sleep(40_000_000)  # GPU cycles, ~20 ms
             copies = [[t.clone() for t in lst] for lst in feats]
-            out = run_op(backend, copies, lin, distances, sync=False)
+            out = run_op(backend, copies, weights, distances, sync=False)
         torch.cuda.current_stream(device).wait_stream(stream)
         synchronize(device)
         return out
@@ -465,8 +465,8 @@ def check_stream(ctx: Context) -> None:
     for dname in ("fp32", "bf16"):
         case = f"{dname} triplet batch 3, device_count {torch.cuda.device_count() if ctx.device.type == 'cuda' else 0}"
         feats = make_feats(3, ctx.sizes.shapes, 3, seed_of("stream", dname), dtype=DTYPES[dname], device=ctx.device)
-        lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", "stream", dname), device=ctx.device)
-        default = {b: ctx.call("stream", case + " (default stream)", b, feats, lin, DISTANCES) for b in ctx.backends}
+        weights = make_weights(ctx.sizes.shapes, seed=seed_of("lin", "stream", dname), device=ctx.device)
+        default = {b: ctx.call("stream", case + " (default stream)", b, feats, weights, DISTANCES) for b in ctx.backends}
 
         def score(backend, name, got):
             if default.get(backend) is None:
@@ -474,7 +474,7 @@ def check_stream(ctx: Context) -> None:
             err = max(rel_error(g[name], w[name].double()) for g, w in zip(got, default[backend]))
             return err, RTOL, status_of(err, RTOL, True)
 
-        evaluate(ctx, "stream", case, feats, lin, score, runner=side_stream_runner(ctx.device))
+        evaluate(ctx, "stream", case, feats, weights, score, runner=side_stream_runner(ctx.device))
 
 
 def check_other_device(ctx: Context) -> None:
@@ -488,10 +488,10 @@ def check_other_device(ctx: Context) -> None:
         return
     other = torch.device("cuda", 1)
     feats = make_feats(3, ctx.sizes.shapes, 3, seed_of("other_device"), dtype=torch.float32, device=other)
-    lin = make_lin(ctx.sizes.shapes, seed=seed_of("lin", "other_device"), device=other)
+    weights = make_weights(ctx.sizes.shapes, seed=seed_of("lin", "other_device"), device=other)
     with torch.cuda.device(0):
-        evaluate(ctx, "other_device", "fp32 triplet on cuda:1, current device 0", feats, lin,
-                 against(reference(feats, lin), torch.float32))
+        evaluate(ctx, "other_device", "fp32 triplet on cuda:1, current device 0", feats, weights,
+                 against(reference(feats, weights), torch.float32))
 
 
 def check_large_batch(ctx: Context) -> None:
@@ -500,8 +500,8 @@ def check_large_batch(ctx: Context) -> None:
     for n in ctx.sizes.large_batches:
         case = f"fp32 pair N {n}"
         feats = make_feats(n, ctx.sizes.large_layers, 2, seed_of("large", n), dtype=torch.float32, device=ctx.device, chunk=n)
-        lin = make_lin(ctx.sizes.large_layers, seed=seed_of("lin", "large"), device=ctx.device)
-        evaluate(ctx, "large_batch", case, feats, lin, against(reference(feats, lin), torch.float32))
+        weights = make_weights(ctx.sizes.large_layers, seed=seed_of("lin", "large"), device=ctx.device)
+        evaluate(ctx, "large_batch", case, feats, weights, against(reference(feats, weights), torch.float32))
 
 
 def check_vgg256(ctx: Context) -> None:
@@ -510,9 +510,9 @@ def check_vgg256(ctx: Context) -> None:
     s = ctx.sizes
     case = f"bf16 triplet N {s.vgg_batch}, taps {s.vgg_layers}"
     feats = make_feats(s.vgg_batch, s.vgg_layers, 3, seed_of("vgg256"), dtype=torch.bfloat16, device=ctx.device, chunk=64)
-    lin = make_lin(s.vgg_layers, seed=seed_of("lin", "vgg256"), device=ctx.device)
-    want = reference(feats, lin, chunk=s.ref_chunk)
-    evaluate(ctx, "vgg256", case, feats, lin, against(want, torch.bfloat16))
+    weights = make_weights(s.vgg_layers, seed=seed_of("lin", "vgg256"), device=ctx.device)
+    want = reference(feats, weights, chunk=s.ref_chunk)
+    evaluate(ctx, "vgg256", case, feats, weights, against(want, torch.bfloat16))
     del feats, want
     if ctx.device.type == "cuda":
         torch.cuda.empty_cache()
@@ -626,7 +626,7 @@ def describe(ctx: Context) -> dict:
     }
     probe = [[torch.zeros(1, 1, 1, 1, device=ctx.device)]] * 2
     wanted = ["triton", "cpp" if ctx.dry else "cuda"]
-    meta["unavailable"] = {b: r for b in wanted if (r := ctx.skip_reason(b, probe, None, ("spatial",)))}
+    meta["unavailable"] = {b: r for b in wanted if (r := ctx.skip_reason(b, probe, {}, ("spatial",)))}
     ctx.backends = [b for b in wanted if b not in meta["unavailable"] and b not in ctx.excluded]
     meta["backends_under_test"] = ctx.backends
     ctx.store.data["meta"] = meta
@@ -729,10 +729,10 @@ def time_case(ctx: Context, net: str, count: int) -> None:
     sets = [first] + [make_feats(s.timing_batch, shapes, count, seed_of("time", net, count, i), dtype=torch.bfloat16,
                                  device=ctx.device)
                       for i in range(1, nsets)]
-    lin = make_lin(shapes, seed=seed_of("lin", net), device=ctx.device)
+    weights = make_weights(shapes, seed=seed_of("lin", net), device=ctx.device)
     row = {"net": net, "kind": kind, "batch": s.timing_batch, "dtype": "bfloat16", "mb": nbytes / 1e6, "sets": nsets}
     for backend in ["torch", *ctx.backends]:
-        reason = ctx.skip_reason(backend, first, lin, DISTANCES)
+        reason = ctx.skip_reason(backend, first, weights, DISTANCES)
         if reason:
             row[f"{backend}_note"] = reason
             continue
@@ -741,7 +741,7 @@ def time_case(ctx: Context, net: str, count: int) -> None:
                 row["note"] = "cut short: time budget used up"
                 break
             turn = itertools.count()
-            fn = lambda: pf.fused_distance(*sets[next(turn) % nsets], distances=distances, lin=lin, backend=backend)  # noqa: E731
+            fn = lambda: pf.fused_distance(*sets[next(turn) % nsets], distances=distances, **weights, backend=backend)  # noqa: E731
             try:
                 ms = time_ms(fn, s.timing_repeats, ctx.device)
             except Exception as err:  # noqa: BLE001 - recorded in the row, the other backends still run

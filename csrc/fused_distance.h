@@ -79,7 +79,7 @@ void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>
 // slot order); every element of every requested gradient is written. float32 or bfloat16 maps.
 void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads);
 
-// CUDA (only when built with PERCEPTUAL_FAST_CUDA): three kernel launches on `stream` (a
+// CUDA (only when built with PERCEPTUAL_FAST_CUDA): up to four kernel launches on `stream` (a
 // cudaStream_t); maps, lin and out are device pointers. float32, bfloat16 or float16 maps; at most
 // kMaxCudaBatch samples (grid axis 1). `workspace` is device memory of at least
 // fused_distance_cuda_workspace_bytes(args) bytes, 256-byte aligned (the caller allocates it, so it

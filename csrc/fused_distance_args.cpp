@@ -62,9 +62,9 @@ std::vector<std::int64_t> layers_largest_first(const FusedArgs& args) {
 }
 
 void check_backward_args(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
-  check_fused_args(args);
   if (((args.distances >> kStyle) & 1u) || ((args.distances >> kDists) & 1u))
     throw std::invalid_argument("the backward kernels cover lpips, spatial and meanpool; style and dists are differentiated by the caller");
+  check_fused_args(args);
   if (grads.size() != args.layers.size())
     throw std::invalid_argument("need one gradient row per layer: " + std::to_string(grads.size()) + " for " +
                                 std::to_string(args.layers.size()) + " layers");

@@ -46,6 +46,7 @@ struct Plan {
       d.channels = a.channels;
       d.positions = a.positions;
       d.lin = reinterpret_cast<const float*>(a.lin);
+      d.dists = reinterpret_cast<const float*>(a.dists);
       d.channel_offset = total_c;
       d.position_offset = total_hw;
       layers.push_back(d);
@@ -111,6 +112,10 @@ void launch(cuda::Problem pb, const cuda::PointwiseItem* pointwise, std::int64_t
   if (want_mean) {
     cuda::meanpool_kernel<T, kCount><<<dim3(static_cast<unsigned>(pb.layer_count), batch), 256, 0, stream>>>(pb);
     check(cudaGetLastError(), "meanpool_kernel launch");
+  }
+  if ((pb.distances >> kDists) & 1u) {
+    cuda::dists_kernel<T, kCount><<<dim3(static_cast<unsigned>(pb.layer_count), batch), 256, 0, stream>>>(pb);
+    check(cudaGetLastError(), "dists_kernel launch");
   }
 }
 

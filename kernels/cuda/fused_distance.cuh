@@ -1,5 +1,5 @@
 // CUDA device code of the fused distance op (docs/design.md, section 8); launchers in
-// csrc/fused_distance_cuda.cu. Same structure as the Triton kernels, three launches whatever
+// csrc/fused_distance_cuda.cu. Same structure as the Triton kernels, one launch per kind of work whatever
 // the number of layers, each over a work list:
 //
 //  pointwise_kernel  (tile of 32 positions of a layer) x sample: per-position channel norms,
@@ -11,6 +11,8 @@
 //                    sum((Ga - Gx)^2), twice off the diagonal. No Gram matrix is stored.
 //  meanpool_kernel   layer x sample: channel sums (a warp per channel, fixed order), normalised
 //                    means, squared difference, all in double.
+//  dists_kernel      layer x sample: per channel (a warp each) the sums of y and y^2 of every map
+//                    and of (a - x)^2 per comparison, in double, then DISTS's layer term.
 //
 // Maps are float, __nv_bfloat16 or __half; arithmetic is float32 (meanpool: double). spatial / lpips / style
 // accumulate over blocks with atomicAdd, so their last bits depend on the order blocks finish
@@ -33,6 +35,7 @@ struct DeviceLayer {
   std::int64_t channels;
   std::int64_t positions;
   const float* lin;
+  const float* dists;  // [2, C] DISTS weights (alpha; beta), or null
   std::int64_t channel_offset;   // into the [count, N, sum C] channel-sum scratch
   std::int64_t position_offset;  // into the [count, N, sum HW] inverse-norm scratch
 };
@@ -57,7 +60,7 @@ struct Problem {
   unsigned distances;
   float* inv_norm;      // [count, N, total_positions]
   double* channel_sums;  // [count, N, total_channels]
-  float* out;           // [4, count - 1, N, L]
+  float* out;           // [5, count - 1, N, L]
 };
 
 constexpr int kTileP = 32;      // pointwise: threadIdx.x runs over positions (one warp)
@@ -288,6 +291,61 @@ __global__ void meanpool_kernel(Problem pb) {
     acc = block_sum(acc, reduce_buffer);
     if (threadIdx.x == 0) *out_slot(pb, kMeanpool, q, pairs, n, l) = static_cast<float>(acc / static_cast<double>(C));
     __syncthreads();
+  }
+}
+
+// One block per (layer, sample): each warp takes channels in turn and sums, in double and in a fixed
+// order, y and y^2 of every map and (a - x)^2 of every comparison over the positions; lane 0 adds
+// the channel's alpha (1 - S1) + beta (1 - S2) in the difference form of the CPU kernel
+// (kernels/cpu/fused_distance.h dists_term): equal maps give exactly 0. No scratch, no atomics.
+template <typename T, int kCount>
+__global__ void dists_kernel(Problem pb) {
+  const std::int64_t l = blockIdx.x, n = blockIdx.y;
+  const DeviceLayer layer = pb.layers[l];
+  const std::int64_t C = layer.channels, HW = layer.positions;
+  const double hw = static_cast<double>(HW);
+  constexpr int pairs = kCount - 1;
+  __shared__ double reduce_buffer[8];
+  const T* maps[kCount];
+  for (int k = 0; k < kCount; ++k) maps[k] = sample_map<T>(layer, k, n);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32, warps = blockDim.x / 32;
+  double term[pairs];
+  for (int q = 0; q < pairs; ++q) term[q] = 0.0;
+  for (std::int64_t c = warp; c < C; c += warps) {  // uniform per warp: the full-mask shuffle is safe
+    double sum[kCount], sq[kCount], diff_sq[pairs];
+    for (int k = 0; k < kCount; ++k) sum[k] = sq[k] = 0.0;
+    for (int q = 0; q < pairs; ++q) diff_sq[q] = 0.0;
+    for (std::int64_t p = lane; p < HW; p += 32) {
+      double v[kCount];
+      for (int k = 0; k < kCount; ++k) {
+        v[k] = static_cast<double>(to_float(maps[k][c * HW + p]));
+        sum[k] += v[k];
+        sq[k] += v[k] * v[k];
+      }
+      for (int q = 0; q < pairs; ++q) {
+        const double d = __dsub_rn(v[0], v[q + 1]);
+        diff_sq[q] += d * d;
+      }
+    }
+    for (int k = 0; k < kCount; ++k) {
+      sum[k] = warp_sum(sum[k]);
+      sq[k] = warp_sum(sq[k]);
+    }
+    for (int q = 0; q < pairs; ++q) diff_sq[q] = warp_sum(diff_sq[q]);
+    if (lane == 0) {
+      const double alpha = layer.dists[c], beta = layer.dists[C + c];
+      const double ma = sum[0] / hw, va = fmax(0.0, sq[0] / hw - ma * ma);
+      for (int q = 0; q < pairs; ++q) {
+        const double mx = sum[q + 1] / hw, dm = __dsub_rn(ma, mx);
+        const double vx = fmax(0.0, sq[q + 1] / hw - mx * mx);
+        const double vd = fmax(0.0, diff_sq[q] / hw - dm * dm);
+        term[q] += alpha * (dm * dm / (ma * ma + mx * mx + 1e-6)) + beta * (vd / (va + vx + 1e-6));
+      }
+    }
+  }
+  for (int q = 0; q < pairs; ++q) {
+    const double total = block_sum(term[q], reduce_buffer);
+    if (threadIdx.x == 0) *out_slot(pb, kDists, q, pairs, n, l) = static_cast<float>(total);
   }
 }
 

@@ -70,6 +70,7 @@ def _signatures(element: str) -> Dict[str, Dict[str, str]]:
         "_style_kernel": dict(tables, pos_off=_TABLE, blk_layer=_TABLE, blk_i0=_TABLE, blk_j0=_TABLE, inv=_F32,
                               style=_F32, N="i32", L="i32", TOTAL_HW="i32"),
         "_meanpool_kernel": dict(tables, chan_off=_TABLE, chsum="*fp64", meanpool=_F32, N="i32", L="i32", TOTAL_C="i32"),
+        "_dists_kernel": dict(tables, chan_off=_TABLE, weights=_F32, dists=_F32, N="i32", L="i32"),
         "_meanpool_backward_kernel": dict(tables, chan_off=_TABLE, chsum="*fp64", grad_meanpool=_F32, spread=_F32,
                                           N="i32", L="i32", TOTAL_C="i32"),
         "_pointwise_backward_kernel": dict(tables, lin=_F32, lin_off=_TABLE, tile_layer=_TABLE, tile_p0=_TABLE,
@@ -94,8 +95,8 @@ def variants() -> List[Variant]:
                                dict(COUNT=count, BLOCK_C=b["STYLE_BLOCK_C"], BLOCK_P=b["STYLE_BLOCK_P"],
                                     PRECISION=K.STYLE_DOT_PRECISION), warps, stages))
         # not autotuned: Triton's default launch options
-        out.append(Variant("_meanpool_kernel", element,
-                           dict(COUNT=count, BLOCK_C=b["CHANNEL_BLOCK"], BLOCK_P=b["POINTWISE_BLOCK_P"])))
+        for kernel in ("_meanpool_kernel", "_dists_kernel"):
+            out.append(Variant(kernel, element, dict(COUNT=count, BLOCK_C=b["CHANNEL_BLOCK"], BLOCK_P=b["POINTWISE_BLOCK_P"])))
     for count in (2, 3):  # the backward kernels take float32 maps only
         for terms, meanpool in ((True, False), (False, True), (True, True)):
             for warps, stages in configs:

@@ -1,6 +1,6 @@
-"""The fused distance op in Triton: device code only (the launcher is perceptual_fast/backends/
-triton_backend.py). Every distance, every layer, pairs and triplets, in three launches whatever
-the number of layers.
+"""The fused distance op in Triton: device code only (the launcher is perceptual_fast/ops/
+fused_distance/triton.py). Every distance, every layer, pairs and triplets, in one launch per kind
+of work (at most four) whatever the number of layers.
 
 Layers live in different tensors; each launch gets one base pointer and per-layer element
 offsets from it (a small int64 table), plus a work list: the pointwise kernel runs over
@@ -26,6 +26,11 @@ involves it is int64, so expanded or very large maps cannot wrap at 2^31.
    maps give exactly 0; float32 within a tile, float64 across tiles into ``chsum`` ``[count, N,
    sum C]``), then the normalised means and the squared difference in float64 into ``meanpool``
    ``[count - 1, N, L]``; compiled without FMA contraction like the pointwise kernel.
+4. ``_dists_kernel`` over layer x sample: per block of channels, the sums of y and y^2 of every map
+   and of (a - x)^2 of every comparison over the positions, in float64 (a variance is E[y^2] - E[y]^2:
+   float32 sums would expose its cancellation on flat channels), then DISTS's layer term in the
+   difference form (``1 - S1 = (ma - mx)^2 / (ma^2 + mx^2 + c1)``, ``1 - S2 = var(a - x) / (va + vx +
+   c2)``) into ``dists`` ``[count - 1, N, L]``. No atomics: equal maps give exactly 0.
 
 Backward (lpips, spatial, meanpool; float32 maps): ``_meanpool_backward_kernel`` over layer x
 sample gives each map's gradient with respect to its channel means (float64 math, spread over the
@@ -69,6 +74,7 @@ LAUNCH_OPTIONS = {
     # a * ia - b * ib and ma * scale_a - mx * scale_x must not become FMAs: equal maps give exactly 0
     "_pointwise_kernel": dict(enable_fp_fusion=False),
     "_meanpool_kernel": dict(enable_fp_fusion=False),
+    "_dists_kernel": dict(),  # equal maps give 0 through (a - x)^2 and ma - mx, contracted or not
     "_style_kernel": dict(),  # Ga and Gx accumulate alike, so FMAs keep equal maps exactly equal
     # equal maps must give an exactly zero gradient, as in the forward
     "_pointwise_backward_kernel": dict(enable_fp_fusion=False),
@@ -297,6 +303,71 @@ def _meanpool_kernel(
             d = ma * scale_a - mx * scale_x
             acc += d * d
         tl.store(meanpool + (q * N + n) * L + layer, (tl.sum(acc, axis=0) / C.to(tl.float64)).to(tl.float32))
+
+
+@triton.jit
+def _dists_kernel(
+    base, map_off, map_stride, chans, hws, chan_off, weights, dists, N, L,
+    COUNT: tl.constexpr, BLOCK_C: tl.constexpr, BLOCK_P: tl.constexpr,
+):
+    # One program per (layer, sample); weights: every layer's [2, C] (alpha; beta) concatenated.
+    layer = tl.program_id(0)
+    n = tl.program_id(1).to(tl.int64)
+    C = tl.load(chans + layer)
+    HW = tl.load(hws + layer)
+    w_ptr = weights + 2 * tl.load(chan_off + layer)
+    a_ptr = _map_ptr(base, map_off, map_stride, 0, layer, n, L)
+    b_ptr = _map_ptr(base, map_off, map_stride, 1, layer, n, L)
+    c_ptr = _map_ptr(base, map_off, map_stride, 2, layer, n, L)
+    hw = HW.to(tl.float64)
+    term_b = tl.zeros([BLOCK_C], dtype=tl.float64)
+    term_c = tl.zeros([BLOCK_C], dtype=tl.float64)
+    for c0 in range(0, C, BLOCK_C):
+        cc = c0 + tl.arange(0, BLOCK_C)
+        sa = tl.zeros([BLOCK_C], dtype=tl.float64)
+        qa = tl.zeros([BLOCK_C], dtype=tl.float64)
+        sb = tl.zeros([BLOCK_C], dtype=tl.float64)
+        qb = tl.zeros([BLOCK_C], dtype=tl.float64)
+        db = tl.zeros([BLOCK_C], dtype=tl.float64)
+        sc = tl.zeros([BLOCK_C], dtype=tl.float64)
+        qc = tl.zeros([BLOCK_C], dtype=tl.float64)
+        dc = tl.zeros([BLOCK_C], dtype=tl.float64)
+        for p0 in range(0, HW, BLOCK_P):
+            p = p0 + tl.arange(0, BLOCK_P)
+            m = (cc < C)[:, None] & (p < HW)[None, :]
+            offs = cc[:, None] * HW + p[None, :]
+            a = _tile(a_ptr, offs, m).to(tl.float64)
+            b = _tile(b_ptr, offs, m).to(tl.float64)
+            sa += tl.sum(a, axis=1)
+            qa += tl.sum(a * a, axis=1)
+            sb += tl.sum(b, axis=1)
+            qb += tl.sum(b * b, axis=1)
+            db += tl.sum((a - b) * (a - b), axis=1)
+            if COUNT == 3:
+                x = _tile(c_ptr, offs, m).to(tl.float64)
+                sc += tl.sum(x, axis=1)
+                qc += tl.sum(x * x, axis=1)
+                dc += tl.sum((a - x) * (a - x), axis=1)
+        alpha = tl.load(w_ptr + cc, mask=cc < C, other=0.0).to(tl.float64)
+        beta = tl.load(w_ptr + C + cc, mask=cc < C, other=0.0).to(tl.float64)
+        ma = sa / hw
+        va = tl.maximum(qa / hw - ma * ma, 0.0)
+        term_b += _dists_channel_terms(ma, va, sb / hw, qb / hw, db / hw, alpha, beta)
+        if COUNT == 3:
+            term_c += _dists_channel_terms(ma, va, sc / hw, qc / hw, dc / hw, alpha, beta)
+    tl.store(dists + n * L + layer, tl.sum(term_b, axis=0).to(tl.float32))
+    if COUNT == 3:
+        tl.store(dists + (N + n) * L + layer, tl.sum(term_c, axis=0).to(tl.float32))
+
+
+@triton.jit
+def _dists_channel_terms(ma, va, mx, mean_sq_x, mean_sq_diff, alpha, beta):
+    """alpha (1 - S1) + beta (1 - S2) per channel (float64 [BLOCK_C]) from the reference's mean and
+    variance and the other map's mean, mean square and mean squared difference."""
+    vx = tl.maximum(mean_sq_x - mx * mx, 0.0)
+    dm = ma - mx
+    vd = tl.maximum(mean_sq_diff - dm * dm, 0.0)
+    return alpha * (dm * dm / (ma * ma + mx * mx + 1e-6)) + beta * (vd / (va + vx + 1e-6))
 
 
 # ---- backward (lpips, spatial, meanpool; style is differentiated by the caller) ----------------

@@ -20,7 +20,6 @@ import torch
 from torch import nn
 
 from . import lpips_nets
-from .dists_vgg import dists_vgg16
 from .checkpoint import (
     CheckpointError,
     TrunkConfig,
@@ -31,6 +30,7 @@ from .checkpoint import (
     read_checkpoint,
     torch_hub_checkpoint,
 )
+from .dists_vgg import dists_vgg16
 from .exported import load_exported
 from .resnet import DEPTHS, ResNet
 from .vit import VisionTransformer

@@ -134,8 +134,8 @@ def fused_distance(
     feats_*: L tensors ``[N, C_l, H_l, W_l]`` each (shapes may differ across layers, not across
     a/b/c). distances: names among lpips, spatial, meanpool, style, dists. lin: L vectors ``[C_l]``
     (lpips only). dists_weights: L tensors ``[2, C_l]``, alpha and beta normalised over all layers
-    (dists only; ``lin.load_dists_weights``). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch`` (``PERCEPTUAL_FAST_BACKEND``
-    overrides).
+    (dists only; ``lin.load_dists_weights``). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or
+    ``torch`` (``PERCEPTUAL_FAST_BACKEND`` overrides).
     Returns ``{name: [N, L]}`` for a pair; ``(terms_ab, terms_ac)`` for a triplet.
     Differentiable: when gradients are needed, ``auto`` uses a backend with a backward.
     """

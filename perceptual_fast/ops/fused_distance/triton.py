@@ -84,9 +84,11 @@ class _Tables:
         return torch.cuda.device(self.device) if self.device.type == "cuda" else contextlib.nullcontext()
 
 
-def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence[str], lin=None) -> List[Terms]:
+def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence[str], lin=None,
+                          dists_weights=None) -> List[Terms]:
     """``feats``: 2 or 3 lists of L maps ``[N, C_l, H_l, W_l]`` (one dtype among float32, bfloat16,
     float16; one device; samples NCHW-contiguous, any batch stride; N <= MAX_SAMPLES_PER_LAUNCH).
+    lin: L ``[C_l]`` (lpips); dists_weights: L ``[2, C_l]`` (dists).
     Returns one ``{name: [N, L]}`` float32 per comparison with the first list."""
     from ...kernels.triton import fused_distance as K
 
@@ -134,6 +136,13 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
                 *tab.maps, tab.chan_off, chsum, out[DISTANCES.index("meanpool")],
                 n, layers, tab.total_c, COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],
                 **K.LAUNCH_OPTIONS["_meanpool_kernel"],
+            )
+        if "dists" in want:
+            weights = torch.cat([w.reshape(-1) for w in dists_weights]).to(device=device, dtype=torch.float32)
+            K._dists_kernel[(layers, n)](
+                *tab.maps, tab.chan_off, weights, out[DISTANCES.index("dists")], n, layers,
+                COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],
+                **K.LAUNCH_OPTIONS["_dists_kernel"],
             )
     return results
 
@@ -216,7 +225,7 @@ class TritonBackend(Backend):
 
     def compute(self, request: DistanceRequest) -> List[Terms]:
         feats = [[nchw(t) for t in lst] for lst in request.feats]  # the Triton kernels read NCHW samples
-        return fused_distance_triton(feats, request.distances, request.lin)
+        return fused_distance_triton(feats, request.distances, request.lin, request.dists_weights)
 
     def backward(self, request: DistanceRequest, grad_terms: List[Terms], needs: Sequence[Sequence[bool]]) -> Grads:
         def kernel_grads(req: DistanceRequest, grads: List[Terms], wanted: Sequence[Sequence[bool]]) -> Grads:

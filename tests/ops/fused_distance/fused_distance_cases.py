@@ -71,30 +71,39 @@ def make_feats(batch: int, layers: Sequence[tuple], count: int, seed: int, dtype
     return out
 
 
-def make_lin(layers: Sequence[tuple], seed: int = 0, device="cpu") -> List[torch.Tensor]:
-    """Positive lpips channel weights ``[C_l]`` per layer."""
+Weights = Dict[str, List[torch.Tensor]]
+"""The op's weight arguments as keywords: ``lin`` (lpips, L x ``[C_l]``) and ``dists_weights`` (L x ``[2, C_l]``)."""
+
+
+def make_weights(layers: Sequence[tuple], seed: int = 0, device="cpu") -> Weights:
+    """Positive lpips channel weights ``[C_l]`` and dists alpha/beta ``[2, C_l]`` (normalised over all
+    layers, as DISTS's) per layer, as the op's keywords: ``fused_distance(..., **weights)``."""
     g = torch.Generator().manual_seed(seed)
-    return [(torch.rand(s[0], generator=g) + 0.1).to(device) for s in layers]
+    lin = [(torch.rand(s[0], generator=g) + 0.1).to(device) for s in layers]
+    alpha_beta = [torch.rand(2, s[0], generator=g) + 0.1 for s in layers]
+    total = sum(float(w.sum()) for w in alpha_beta)
+    return {"lin": lin, "dists_weights": [(w / total).to(device) for w in alpha_beta]}
 
 
-def reference(feats, lin=None, distances=D.DISTANCES, chunk: Optional[int] = None) -> List[Dict[str, torch.Tensor]]:
+def reference(feats, weights: Optional[Weights] = None, distances=D.DISTANCES,
+              chunk: Optional[int] = None) -> List[Dict[str, torch.Tensor]]:
     """The float64 reference terms ``{name: [N, L]}`` per comparison (b, then c, against a), on
     float64 copies made ``chunk`` samples at a time if given (bounded memory for GPU-sized batches)."""
     n = feats[0][0].shape[0]
     step = chunk or max(n, 1)
-    w64 = [w.double() for w in lin] if lin is not None and "lpips" in distances else None
+    w64 = {k: [w.double() for w in v] for k, v in (weights or {}).items()}
     parts = []
     for lo in range(0, max(n, 1), step):
         part = [[t[lo : lo + step].double() for t in lst] for lst in feats]
-        parts.append([D.layer_terms(part[0], other, distances, w64) for other in part[1:]])
+        parts.append([D.layer_terms(part[0], other, distances, **w64) for other in part[1:]])
     return [{d: torch.cat([p[q][d] for p in parts]) for d in distances} for q in range(len(feats) - 1)]
 
 
-def assert_matches_reference(got, feats, distances=D.DISTANCES, lin=None, dtype=None) -> None:
+def assert_matches_reference(got, feats, distances=D.DISTANCES, weights: Optional[Weights] = None, dtype=None) -> None:
     """``got`` (the op's pair dict or triplet tuple on ``feats``) against the float64 reference: keys,
     float32 results of shape [N, L], finite, within the tolerance of the maps' dtype."""
     got = [got] if isinstance(got, dict) else list(got)
-    want = reference(feats, lin, distances)
+    want = reference(feats, weights, distances)
     tol = TOLERANCE[dtype or feats[0][0].dtype]
     assert len(got) == len(want)
     for terms, expected in zip(got, want):
@@ -105,14 +114,14 @@ def assert_matches_reference(got, feats, distances=D.DISTANCES, lin=None, dtype=
             torch.testing.assert_close(terms[name].double().cpu(), expected[name].cpu(), **tol, msg=lambda m: f"{name}: {m}")
 
 
-def require(backend: str, feats, distances=("spatial",), lin=None) -> None:
+def require(backend: str, feats, distances=("spatial",), weights: Optional[Weights] = None) -> None:
     """Skips the test with the backend's own reasons when it cannot run ``feats`` on this machine
     (a Triton missing where CI runs is a failure, not a skip)."""
     if device_of(backend) == "cuda" and not torch.cuda.is_available():
         pytest.skip(f"{backend}: no CUDA device here")
     if backend == "triton" and device_of(backend) == "cpu" and os.environ.get("TRITON_INTERPRET") != "1":
         pytest.skip("triton: CPU tensors need TRITON_INTERPRET=1")
-    reasons = BACKENDS[backend].unsupported(DistanceRequest(tuple(map(tuple, feats)), tuple(distances), lin))
+    reasons = BACKENDS[backend].unsupported(DistanceRequest(tuple(map(tuple, feats)), tuple(distances), **(weights or {})))
     if reasons:
         if os.environ.get("CI") and any("not installed" in r for r in reasons):
             pytest.fail(f"{backend}: " + "; ".join(reasons))

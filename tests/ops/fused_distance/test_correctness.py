@@ -15,7 +15,7 @@ from fused_distance_cases import (
     device_of,
     layers_for,
     make_feats,
-    make_lin,
+    make_weights,
     require,
 )
 
@@ -31,10 +31,10 @@ from perceptual_fast.ops.fused_distance import reference as D
 def test_every_backend_equals_the_float64_reference(backend, dtype, count, batch):
     layers = layers_for(backend)
     feats = make_feats(batch, layers, count, seed=10 * batch + count, dtype=dtype, device=device_of(backend))
-    lin = make_lin(layers, device=device_of(backend))
-    require(backend, feats, D.DISTANCES, lin)
-    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend=backend)
-    assert_matches_reference(got, feats, D.DISTANCES, lin)
+    weights = make_weights(layers, device=device_of(backend))
+    require(backend, feats, D.DISTANCES, weights)
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend=backend)
+    assert_matches_reference(got, feats, D.DISTANCES, weights)
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
@@ -42,9 +42,9 @@ def test_every_backend_equals_the_float64_reference(backend, dtype, count, batch
 @pytest.mark.parametrize("count", [2, 3], ids=["pair", "triplet"])
 def test_distance_subsets_give_the_reference_values_and_nothing_else(backend, distances, count):
     feats = make_feats(2, ODD_LAYERS, count, seed=5, device=device_of(backend))
-    lin = make_lin(ODD_LAYERS, device=device_of(backend)) if "lpips" in distances else None
-    require(backend, feats, distances, lin)
-    assert_matches_reference(pf.fused_distance(*feats, distances=distances, lin=lin, backend=backend), feats, distances, lin)
+    weights = make_weights(ODD_LAYERS, device=device_of(backend))
+    require(backend, feats, distances, weights)
+    assert_matches_reference(pf.fused_distance(*feats, distances=distances, **weights, backend=backend), feats, distances, weights)
 
 
 def _layouts():
@@ -64,9 +64,9 @@ def test_layouts_give_the_reference_values(backend, layout):
     layers = [(5, 1, 1), (1, 6, 7), (16, 3, 4)]
     feats = make_feats(3, layers, 3, seed=9, device=device_of(backend))
     feats = [[_layouts()[layout](t) for t in lst] for lst in feats]
-    lin = make_lin(layers, device=device_of(backend))
-    require(backend, feats, D.DISTANCES, lin)
-    assert_matches_reference(pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend=backend), feats, D.DISTANCES, lin)
+    weights = make_weights(layers, device=device_of(backend))
+    require(backend, feats, D.DISTANCES, weights)
+    assert_matches_reference(pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend=backend), feats, D.DISTANCES, weights)
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
@@ -74,9 +74,9 @@ def test_layouts_give_the_reference_values(backend, layout):
 def test_identical_inputs_give_exact_zeros(backend, dtype):
     feats = make_feats(3, layers_for(backend), 3, seed=7, dtype=dtype, device=device_of(backend))
     same = [feats[0], [t.clone() for t in feats[0]], [t.clone() for t in feats[0]]]
-    lin = make_lin(layers_for(backend), device=device_of(backend))
-    require(backend, same, D.DISTANCES, lin)
-    for terms in pf.fused_distance(*same, distances=D.DISTANCES, lin=lin, backend=backend):
+    weights = make_weights(layers_for(backend), device=device_of(backend))
+    require(backend, same, D.DISTANCES, weights)
+    for terms in pf.fused_distance(*same, distances=D.DISTANCES, **weights, backend=backend):
         for name in D.DISTANCES:
             assert torch.equal(terms[name], torch.zeros_like(terms[name])), name
 
@@ -86,22 +86,22 @@ def test_batches_beyond_one_launch_are_split(backend, monkeypatch):
     """More samples than grid axis 1 takes (65,535) run as several launches; forced to 2 here."""
     layers = ODD_LAYERS[:3]
     feats = make_feats(5, layers, 3, seed=11, device=device_of(backend))
-    lin = make_lin(layers, device=device_of(backend))
-    require(backend, feats, D.DISTANCES, lin)
+    weights = make_weights(layers, device=device_of(backend))
+    require(backend, feats, D.DISTANCES, weights)
     impl = BACKENDS[backend]
     monkeypatch.setattr(type(impl), "max_batch", 2)
     seen, compute = [], impl.compute
     monkeypatch.setattr(impl, "compute", lambda request: seen.append(request.feats[0][0].shape[0]) or compute(request))
-    assert_matches_reference(pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend=backend), feats, D.DISTANCES, lin)
+    assert_matches_reference(pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend=backend), feats, D.DISTANCES, weights)
     assert seen == [2, 2, 1]
 
 
 @pytest.mark.parametrize("backend", BACKEND_NAMES)
 def test_an_empty_batch_gives_empty_terms(backend):
     feats = [[t[:0] for t in lst] for lst in make_feats(3, ODD_LAYERS, 3, seed=12, device=device_of(backend))]
-    lin = make_lin(ODD_LAYERS, device=device_of(backend))
-    require(backend, feats, D.DISTANCES, lin)
-    for terms in pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend=backend):
+    weights = make_weights(ODD_LAYERS, device=device_of(backend))
+    require(backend, feats, D.DISTANCES, weights)
+    for terms in pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend=backend):
         assert all(terms[name].shape == (0, len(ODD_LAYERS)) for name in D.DISTANCES)
 
 

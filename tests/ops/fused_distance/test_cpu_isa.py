@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, assert_matches_reference, make_feats, make_lin
+from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, assert_matches_reference, make_feats, make_weights
 
 import perceptual_fast as pf
 from perceptual_fast import _C
@@ -37,24 +37,24 @@ def test_every_variant_this_cpu_runs_equals_the_reference(variant, count, channe
     feats = make_feats(3, layers, count, seed=60 + count)
     fmt = torch.channels_last if channels_last else torch.contiguous_format
     feats = [[t.contiguous(memory_format=fmt) for t in lst] for lst in feats]
-    lin = make_lin(layers)
+    weights = make_weights(layers)
     assert _C.cpu_isa() == variant
-    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend="cpp")
-    assert_matches_reference(got, feats, D.DISTANCES, lin)
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend="cpp")
+    assert_matches_reference(got, feats, D.DISTANCES, weights)
     for dtype in (torch.bfloat16,):
         low = [[t.to(dtype) for t in lst] for lst in feats]
-        assert_matches_reference(pf.fused_distance(*low, distances=D.DISTANCES, lin=lin, backend="cpp"), low, D.DISTANCES, lin)
+        assert_matches_reference(pf.fused_distance(*low, distances=D.DISTANCES, **weights, backend="cpp"), low, D.DISTANCES, weights)
 
 
 def test_every_variant_gives_the_same_gradients(variant):
     """The backward kernel of each variant against the float64 reference's autograd."""
     feats = make_feats(2, ODD_LAYERS + LARGE_LAYERS, 2, seed=62)
-    lin = make_lin(ODD_LAYERS + LARGE_LAYERS)
+    weights = make_weights(ODD_LAYERS + LARGE_LAYERS)
     x = [t.clone().requires_grad_() for t in feats[0]]
-    out = pf.fused_distance(x, feats[1], distances=("lpips", "spatial", "meanpool"), lin=lin, backend="cpp")
+    out = pf.fused_distance(x, feats[1], distances=("lpips", "spatial", "meanpool"), **weights, backend="cpp")
     sum(v.sum() for v in out.values()).backward()
     x64 = [t.double().requires_grad_() for t in feats[0]]
-    ref = D.layer_terms(x64, [t.double() for t in feats[1]], ("lpips", "spatial", "meanpool"), [w.double() for w in lin])
+    ref = D.layer_terms(x64, [t.double() for t in feats[1]], ("lpips", "spatial", "meanpool"), [w.double() for w in weights["lin"]])
     sum(v.sum() for v in ref.values()).backward()
     for got, want in zip(x, x64):
         scale = float(want.grad.abs().max())

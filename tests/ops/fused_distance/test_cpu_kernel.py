@@ -9,7 +9,7 @@ import sys
 
 import pytest
 import torch
-from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, TOLERANCE, make_feats, reference
+from fused_distance_cases import LARGE_LAYERS, ODD_LAYERS, TOLERANCE, make_feats, make_weights, reference
 
 import perceptual_fast as pf
 from perceptual_fast import _C
@@ -24,12 +24,14 @@ LAYERS = ODD_LAYERS + LARGE_LAYERS
 
 def test_kernel_writes_every_requested_output_into_a_poisoned_buffer(poisoned):
     feats = make_feats(5, [(13, 9, 11), (6, 2, 3)], 3, seed=2)
+    dists = make_weights([(13, 9, 11), (6, 2, 3)])["dists_weights"]
     rows = []
     for layer in range(2):
         a, b, c = (feats[k][layer] for k in range(3))
-        rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1], a.shape[2] * a.shape[3], 0, False))
-    out = poisoned(4, 2, 5, 2)
-    asked = [_C.DISTANCE_SLOTS.index(name) for name in ("spatial", "meanpool", "style")]
+        rows.append((a.data_ptr(), b.data_ptr(), c.data_ptr(), a.stride(0), b.stride(0), c.stride(0), a.shape[1],
+                     a.shape[2] * a.shape[3], 0, dists[layer].data_ptr(), False))
+    out = poisoned(5, 2, 5, 2)
+    asked = [_C.DISTANCE_SLOTS.index(name) for name in ("spatial", "meanpool", "style", "dists")]
     _C.fused_distance_cpu(rows, 5, 3, sum(1 << slot for slot in asked), "float32", out.data_ptr())
     assert torch.isfinite(out[asked]).all()
     assert torch.isnan(out[_C.DISTANCE_SLOTS.index("lpips")]).all()  # lpips was not asked for: untouched
@@ -40,10 +42,10 @@ def test_kernel_writes_every_requested_output_into_a_poisoned_buffer(poisoned):
 def test_channels_last_maps_are_read_in_place(count, dtype):
     """A channels_last trunk gives NHWC taps: the kernel reads them without a copy, same results."""
     feats = make_feats(3, LAYERS, count, seed=11, dtype=dtype)
-    lin = [torch.rand(s[0]) for s in LAYERS]
-    want = reference(feats, lin)
+    weights = make_weights(LAYERS)
+    want = reference(feats, weights)
     cl = [[t.to(memory_format=torch.channels_last) for t in lst] for lst in feats]
-    got = fused_distance_cpp(DistanceRequest(tuple(map(tuple, cl)), D.DISTANCES, lin))
+    got = fused_distance_cpp(DistanceRequest(tuple(map(tuple, cl)), D.DISTANCES, **weights))
     for g, w in zip(got, want):
         for name in D.DISTANCES:
             torch.testing.assert_close(g[name].double(), w[name], rtol=1e-5, atol=1e-9, msg=name)
@@ -51,12 +53,13 @@ def test_channels_last_maps_are_read_in_place(count, dtype):
 
 def test_mixed_and_strided_layouts_are_copied_then_read():
     feats = make_feats(4, [(16, 7, 9), (5, 3, 3)], 2, seed=3)
-    want = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+    weights = make_weights([(16, 7, 9), (5, 3, 3)])
+    want = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend="cpp")
     mixed = [feats[0], [t.to(memory_format=torch.channels_last) for t in feats[1]]]
     strided = [[torch.cat([t, t], dim=1)[:, : t.shape[1]] for t in lst] for lst in feats]  # batch stride 2*C*H*W
     assert strided[0][0].stride(0) == 2 * feats[0][0][0].numel() and not strided[0][0].is_contiguous()
     for variant in (mixed, strided):
-        got = pf.fused_distance(*variant, distances=D.DISTANCES[1:], backend="cpp")
+        got = pf.fused_distance(*variant, distances=D.DISTANCES, **weights, backend="cpp")
         for name in want:
             torch.testing.assert_close(got[name], want[name], rtol=1e-6, atol=0)
 
@@ -78,9 +81,9 @@ def test_cpp_gram_blocks_and_position_chunks_equal_the_float64_reference(count, 
     float32, so the float32 tolerance applies (measured worst: 1.9e-6 relative, meanpool in float32;
     style 5e-7)."""
     feats = make_feats(2, GRAM_LAYERS, count, seed=30 + count, dtype=dtype)
-    lin = [torch.rand(s[0]) for s in GRAM_LAYERS]
-    want = reference(feats, lin)
-    got = pf.fused_distance(*feats, distances=D.DISTANCES, lin=lin, backend="cpp")
+    weights = make_weights(GRAM_LAYERS)
+    want = reference(feats, weights)
+    got = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend="cpp")
     got = [got] if count == 2 else list(got)
     for g, w in zip(got, want, strict=True):
         for name in D.DISTANCES:
@@ -91,9 +94,10 @@ def test_cpp_gram_blocks_and_position_chunks_equal_the_float64_reference(count, 
 
 def test_result_does_not_depend_on_scheduling():
     feats = make_feats(6, LAYERS, 3, seed=6)
-    first = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+    weights = make_weights(LAYERS)
+    first = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend="cpp")
     for _ in range(3):
-        again = pf.fused_distance(*feats, distances=D.DISTANCES[1:], backend="cpp")
+        again = pf.fused_distance(*feats, distances=D.DISTANCES, **weights, backend="cpp")
         assert all(torch.equal(a, b) for x, y in zip(first, again) for a, b in zip(x.values(), y.values()))
 
 
@@ -102,8 +106,8 @@ CHILD = """
 import sys, torch
 import perceptual_fast as pf
 from perceptual_fast import _C
-feats, lin, distances = torch.load(sys.argv[1])
-out = pf.fused_distance(*feats, distances=distances, lin=lin, backend="cpp")
+feats, weights, distances = torch.load(sys.argv[1])
+out = pf.fused_distance(*feats, distances=distances, **weights, backend="cpp")
 torch.save({"threads": _C.max_threads(), "out": out}, sys.argv[2])
 """
 
@@ -115,10 +119,10 @@ def test_result_does_not_depend_on_the_thread_count(tmp_path):
     threads = _C.max_threads()
     others = [1] if threads > 1 else [2]
     feats = make_feats(4, LAYERS[2:] + GRAM_LAYERS[:1], 3, seed=9)
-    lin = [torch.rand(t.shape[1]) for t in feats[0]]
+    weights = make_weights([t.shape[1:] for t in feats[0]])
     distances = D.DISTANCES
-    torch.save((feats, lin, distances), tmp_path / "inputs.pt")
-    here = pf.fused_distance(*feats, distances=distances, lin=lin, backend="cpp")
+    torch.save((feats, weights, distances), tmp_path / "inputs.pt")
+    here = pf.fused_distance(*feats, distances=distances, **weights, backend="cpp")
     for count in others:
         env = dict(os.environ, OMP_NUM_THREADS=str(count))
         result = tmp_path / f"out{count}.pt"
@@ -149,7 +153,7 @@ def test_fused_op_gradients_pass_gradcheck_in_float64(name, count):
     Every differentiated map is ReLU'd noise + 0.1: no all-zero vector where derivatives are taken."""
     feats = make_feats(2, GRAD_LAYERS, count, seed=20 + count, dtype=torch.float64, zero_positions=True)
     assert not feats[0][0][:, :, 0, 0].any()  # the zero vector is there
-    lin = [torch.rand(c, dtype=torch.float64, generator=torch.Generator().manual_seed(c)) for c, _, _ in GRAD_LAYERS]
+    weights = {k: [w.double() for w in ws] for k, ws in make_weights(GRAD_LAYERS, seed=count).items()}
     layers = len(GRAD_LAYERS)
     inputs = []
     for k, lst in enumerate(feats):
@@ -158,7 +162,7 @@ def test_fused_op_gradients_pass_gradcheck_in_float64(name, count):
 
     def op(*flat):
         out = pf.fused_distance(*(flat[k * layers : (k + 1) * layers] for k in range(count)), distances=(name,),
-                                lin=lin if name == "lpips" else None, backend="auto")
+                                **weights, backend="auto")
         return tuple(terms[name] for terms in ([out] if count == 2 else out))
 
     values = op(*inputs)
@@ -168,15 +172,17 @@ def test_fused_op_gradients_pass_gradcheck_in_float64(name, count):
 
 def test_kernel_argument_errors_are_clear():
     a = torch.rand(1, 2, 2, 2)
-    row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0, False)
-    out = torch.empty(4, 1, 1, 1)
-    spatial, lpips = (1 << _C.DISTANCE_SLOTS.index(name) for name in ("spatial", "lpips"))  # mask bits
+    row = (a.data_ptr(), a.data_ptr(), 0, 8, 8, 0, 2, 4, 0, 0, False)
+    out = torch.empty(5, 1, 1, 1)
+    spatial, lpips, dists = (1 << _C.DISTANCE_SLOTS.index(name) for name in ("spatial", "lpips", "dists"))  # mask bits
     with pytest.raises(ValueError, match="count must be 2 \\(pair\\) or 3"):
         _C.fused_distance_cpu([row], 1, 4, spatial, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: channel count must be >= 1"):
-        _C.fused_distance_cpu([row[:6] + (0, 4, 0, False)], 1, 2, spatial, "float32", out.data_ptr())
+        _C.fused_distance_cpu([row[:6] + (0, 4, 0, 0, False)], 1, 2, spatial, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="layer 0: lpips weights is a null pointer"):
         _C.fused_distance_cpu([row], 1, 2, lpips, "float32", out.data_ptr())
+    with pytest.raises(ValueError, match="layer 0: dists weights is a null pointer"):
+        _C.fused_distance_cpu([row], 1, 2, dists, "float32", out.data_ptr())
     with pytest.raises(ValueError, match="element type must be float32, bfloat16 or float16"):
         _C.fused_distance_cpu([row], 1, 2, spatial, "float8", out.data_ptr())
     with pytest.raises(ValueError, match="the CPU kernel takes float32 or bfloat16 maps, not float16"):

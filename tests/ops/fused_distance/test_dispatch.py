@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from fused_distance_cases import make_weights
 
 import perceptual_fast as pf
 from perceptual_fast.ops.fused_distance import ENV_VAR, DistanceRequest, dispatch_plan
@@ -45,14 +46,14 @@ def test_environment_variable_overrides(monkeypatch):
 def test_fused_distance_triplet_equals_two_pairs_on_every_backend():
     g = torch.Generator().manual_seed(0)
     a, b, c = ([torch.relu(torch.randn(3, ch, h, w, generator=g)) for ch, h, w in [(3, 17, 23), (16, 1, 1), (64, 7, 7)]] for _ in range(3))
-    lin = [torch.rand(t.shape[1]) for t in a]
-    ref_ab = pf.fused_distance([t.double() for t in a], [t.double() for t in b], distances=pf.DISTANCES, lin=lin, backend="torch")
+    weights = make_weights([t.shape[1:] for t in a])
+    ref_ab = pf.fused_distance([t.double() for t in a], [t.double() for t in b], distances=pf.DISTANCES, **weights, backend="torch")
     for backend in ("auto", "torch"):
-        ab, ac = pf.fused_distance(a, b, c, distances=pf.DISTANCES, lin=lin, backend=backend)
+        ab, ac = pf.fused_distance(a, b, c, distances=pf.DISTANCES, **weights, backend=backend)
         assert ab.keys() == ac.keys() == set(pf.DISTANCES)
         for name in pf.DISTANCES:
             torch.testing.assert_close(ab[name].double(), ref_ab[name], rtol=1e-5, atol=1e-7)
-            torch.testing.assert_close(ac[name], pf.fused_distance(a, c, distances=(name,), lin=lin, backend=backend)[name])
+            torch.testing.assert_close(ac[name], pf.fused_distance(a, c, distances=(name,), **weights, backend=backend)[name])
 
 
 def test_fused_distance_rejects_mismatched_layers():
@@ -88,7 +89,7 @@ def test_maps_without_channels_or_positions_are_an_error(shape):
 @pytest.mark.parametrize("backend", ["torch", "cpp"])
 def test_an_empty_batch_gives_empty_terms(backend):
     a = [torch.rand(0, 4, 3, 3), torch.rand(0, 8, 2, 2)]
-    ab, ac = pf.fused_distance(a, a, a, distances=pf.DISTANCES, lin=[torch.rand(4), torch.rand(8)], backend=backend)
+    ab, ac = pf.fused_distance(a, a, a, distances=pf.DISTANCES, **make_weights([t.shape[1:] for t in a]), backend=backend)
     assert all(t[name].shape == (0, 2) for t in (ab, ac) for name in pf.DISTANCES)
 
 
@@ -98,10 +99,10 @@ def test_cpp_reads_size_one_taps_in_any_layout():
     a = [torch.rand(3, 6, 1, 1, generator=g), torch.rand(3, 1, 5, 4, generator=g)]
     b = [torch.rand(t.shape, generator=g) for t in a]
     cl = lambda ts: [t.contiguous(memory_format=torch.channels_last) for t in ts]  # noqa: E731
-    lin = [torch.rand(6), torch.rand(1)]
+    weights = make_weights([t.shape[1:] for t in a])
     want = pf.fused_distance([t.double() for t in a], [t.double() for t in b], distances=pf.DISTANCES,
-                             lin=[w.double() for w in lin], backend="torch")
-    got = pf.fused_distance(cl(a), cl(b), distances=pf.DISTANCES, lin=lin, backend="cpp")
+                             **{k: [w.double() for w in ws] for k, ws in weights.items()}, backend="torch")
+    got = pf.fused_distance(cl(a), cl(b), distances=pf.DISTANCES, **weights, backend="cpp")
     for name in pf.DISTANCES:
         torch.testing.assert_close(got[name].double(), want[name], rtol=1e-5, atol=1e-9)
 
@@ -110,7 +111,7 @@ def test_the_kernels_slot_order_is_the_python_order():
     """kernels/distance_slots.h (C++ and CUDA) and reference.DISTANCES (Python, Triton launcher) agree."""
     from perceptual_fast import _C
 
-    assert _C.DISTANCE_SLOTS == pf.DISTANCES == ("lpips", "spatial", "meanpool", "style")
+    assert _C.DISTANCE_SLOTS == pf.DISTANCES == ("lpips", "spatial", "meanpool", "style", "dists")
 
 
 def test_the_op_folder_is_reachable_as_an_attribute():

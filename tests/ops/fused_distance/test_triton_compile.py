@@ -41,7 +41,9 @@ def compiled(tmp_path_factory):
 def test_every_kernel_variant_compiles_for_hopper_and_ampere(compiled):
     results, _, done = compiled
     assert {r["arch"] for r in results} == {90, 80}
-    assert len(results) >= 2 * 3 * 2 * (3 + 1 + 1)  # arch x dtype x count x (pointwise modes + style + meanpool)
+    assert len(results) >= 2 * 3 * 2 * (3 + 1 + 1 + 1)  # arch x dtype x count x (pointwise modes + style + meanpool + dists)
+    assert {r["variant"].split("[")[0] for r in results if "backward" not in r["variant"]} == {
+        "_pointwise_kernel", "_style_kernel", "_meanpool_kernel", "_dists_kernel"}
     backward = {r["variant"].split("[")[0] for r in results if "backward" in r["variant"]}
     assert backward == {"_pointwise_backward_kernel", "_meanpool_backward_kernel"}
     failures = [f"sm_{r['arch']} {r['variant']}: {r['error']}" for r in results if r["error"]]
@@ -59,8 +61,8 @@ def _elements(kernel):
     return ("float32",) if "backward" in kernel else ("float32", "bfloat16", "float16")
 
 
-@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_style_kernel", "_meanpool_kernel", "_pointwise_backward_kernel",
-                                    "_meanpool_backward_kernel"])
+@pytest.mark.parametrize("kernel", ["_pointwise_kernel", "_style_kernel", "_meanpool_kernel", "_dists_kernel",
+                                    "_pointwise_backward_kernel", "_meanpool_backward_kernel"])
 def test_the_sample_index_is_widened_to_int64_before_any_offset(compiled, kernel):
     """Offsets like n * TOTAL_HW or (k * N + n) * TOTAL_C wrap at 2^31 in int32."""
     for element in _elements(kernel):
