@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 from typing import Callable, Dict, List
 
+import numpy as np
 import torch
 
 RESULTS = Path(__file__).parent / "results"
@@ -26,6 +27,19 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def interleaved(runs: dict, repeats: int) -> dict:
+    """Median seconds of each callable, run in turn ``repeats`` times after one warm-up each."""
+    for fn in runs.values():
+        fn()
+    times = {name: [] for name in runs}
+    for _ in range(repeats):
+        for name, fn in runs.items():
+            start = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - start)
+    return {name: statistics.median(v) for name, v in times.items()}
 
 
 # ISA features that change which kernels and precisions are fast (Linux /proc/cpuinfo flag names)
@@ -69,3 +83,32 @@ def write_records(name: str, records: List[Dict[str, object]]) -> None:
         writer.writeheader()
         writer.writerows(records)
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=2) + "\n")
+
+
+PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "cat", "colorwheel",
+          "logo", "skin", "hubble_deep_field", "motorcycle_left")
+
+
+def photo_crops(count: int, side: int, seed: int) -> torch.Tensor:
+    """``count`` uint8 crops ``[N, 3, side, side]`` of the sample photos: a random photo, box and scale each."""
+    from skimage import data
+
+    photos = []
+    for name in PHOTOS:
+        try:
+            img = getattr(data, name)()
+        except Exception:  # a photo this scikit-image lacks or cannot load offline
+            continue
+        if img.ndim == 3 and img.shape[2] >= 3:
+            photos.append(torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float())
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(count):
+        img = photos[rng.integers(len(photos))]
+        h, w = img.shape[1:]
+        box = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
+        top, left = rng.integers(0, h - box + 1), rng.integers(0, w - box + 1)
+        crop = img[:, top:top + box, left:left + box][None]
+        out.append(torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True,
+                                                   align_corners=False)[0])
+    return torch.stack(out).round().clamp(0, 255).to(torch.uint8)

@@ -19,47 +19,20 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
-from common import machine_name, median_seconds, write_records  # noqa: E402
+from common import interleaved, machine_name, median_seconds, photo_crops, write_records  # noqa: E402
 
 import perceptual_fast as pf  # noqa: E402
 from perceptual_fast.util.tables import format_table  # noqa: E402
 
-PHOTOS = ("astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "retina", "cat", "colorwheel",
-          "logo", "skin", "hubble_deep_field", "motorcycle_left")
-
-
-def crops(count: int, side: int, seed: int) -> torch.Tensor:
-    """``count`` uint8 crops ``[N, 3, side, side]`` of the sample photos: a random photo, box and scale each."""
-    from skimage import data
-
-    photos = []
-    for name in PHOTOS:
-        try:
-            img = getattr(data, name)()
-        except Exception:  # a photo this scikit-image lacks or cannot load offline
-            continue
-        if img.ndim == 3 and img.shape[2] >= 3:
-            photos.append(torch.from_numpy(np.ascontiguousarray(img[..., :3])).permute(2, 0, 1).float())
-    rng = np.random.default_rng(seed)
-    out = []
-    for _ in range(count):
-        img = photos[rng.integers(len(photos))]
-        h, w = img.shape[1:]
-        box = int(rng.integers(min(h, w) // 4, min(h, w) + 1))
-        top, left = rng.integers(0, h - box + 1), rng.integers(0, w - box + 1)
-        crop = img[:, top:top + box, left:left + box][None]
-        out.append(torch.nn.functional.interpolate(crop, size=(side, side), mode="bilinear", antialias=True,
-                                                   align_corners=False)[0])
-    return torch.stack(out).round().clamp(0, 255).to(torch.uint8)
+FOUR = ("lpips", "spatial", "meanpool", "style")
+"""The distances the issue's 20x target names (dists has a trunk of its own: bench/dists.py)."""
 
 
 def pair_loop(scorer: pf.Scorer, x: torch.Tensor, y: torch.Tensor, batch: int = 64) -> None:
@@ -96,22 +69,13 @@ def main() -> None:
     torch.manual_seed(0)
     trunk = pf.load_trunk("alexnet", weights="random", head=False)
     lin = [torch.rand(c) for c in trunk.tap_channels]
-    four = pf.Scorer(trunk, lin=lin, distances=pf.DISTANCES)
-    x, y = crops(args.rows, 64, seed=1), crops(args.cols, 64, seed=2)
+    four = pf.Scorer(trunk, lin=lin, distances=FOUR)
+    x, y = photo_crops(args.rows, 64, seed=1), photo_crops(args.cols, 64, seed=2)
 
     # 1. rows x cols, four distances: the pair loop and pairwise, interleaved
-    times = {"pairs": [], "pairwise": []}
-    runs = {"pairs": lambda: pair_loop(four, x, y), "pairwise": lambda: four.pairwise(x, y)}
-    for fn in runs.values():
-        fn()
-    for _ in range(args.repeats):
-        for name, fn in runs.items():
-            start = time.perf_counter()
-            fn()
-            times[name].append(time.perf_counter() - start)
-    small = {k: statistics.median(v) for k, v in times.items()}
+    small = interleaved({"pairs": lambda: pair_loop(four, x, y), "pairwise": lambda: four.pairwise(x, y)}, args.repeats)
     pairs = args.rows * args.cols
-    got, ref = four.pairwise(x, y), {d: torch.empty(args.rows, args.cols) for d in pf.DISTANCES}
+    got, ref = four.pairwise(x, y), {d: torch.empty(args.rows, args.cols) for d in FOUR}
     for i in range(args.rows):
         d = four.distance(x[i:i + 1].expand(args.cols, -1, -1, -1), y)
         for k in d:
@@ -120,7 +84,7 @@ def main() -> None:
 
     # 2. a big x big lpips matrix of one set against itself: embedding, then the products
     lpips = pf.Scorer(trunk, lin=lin, distances=("lpips",))
-    z = crops(args.big, 64, seed=3)
+    z = photo_crops(args.big, 64, seed=3)
     start = time.perf_counter()
     embedding = lpips.embed(z)
     embed_s = time.perf_counter() - start

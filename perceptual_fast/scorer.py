@@ -24,7 +24,8 @@ from .trunks import list_trunks, load_trunk, trunk_name, trunk_spec
 from .util.passes import PassSpec, check_pass_size, cpu_threads, images_per_pass, is_count, pass_sizes
 from .util.precision import STORAGE, autocast_dtype, resolve_precision
 
-LinSpec = Union[None, str, os.PathLike, Sequence[Tensor]]
+LinSource = Union[str, os.PathLike, Sequence[Tensor]]
+LinSpec = Union[None, LinSource, Mapping[str, LinSource]]
 
 _MEMORY_FORMATS = {"auto": None, "channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 
@@ -56,7 +57,8 @@ class Scorer:
         file of the installed ``lpips`` package), a file in that format, or L tensors ``[C_l]``. For
         ``dists`` (trunk ``dists_vgg16``): ``"dists"`` (the alpha/beta file of the installed
         ``DISTS_pytorch`` package), a file in that format, or L tensors ``[2, C_l]`` (alpha; beta,
-        normalised over all layers). ``Scorer.lin`` / ``Scorer.dists_weights`` hold what was read.
+        normalised over all layers). Both: a mapping ``{"lpips": ..., "dists": ...}`` of those.
+        ``Scorer.lin`` / ``Scorer.dists_weights`` hold what was read.
     distances: any of ``lpips``, ``spatial``, ``meanpool``, ``style``, ``dists``.
     device: where the trunk runs (default CPU). backend: ``auto``, ``cpp``, ``triton``, ``cuda`` or ``torch``.
     precision: ``fp32`` or ``fp64`` (trunk and distances; outputs in that dtype); ``bf16`` (or ``fp16``,
@@ -129,9 +131,9 @@ class Scorer:
         if compile:
             self._compiled_taps = torch.compile(self.trunk.forward_taps, **({} if compile is True else {"backend": compile}))
         self.min_size = int(module.min_input_size()) if hasattr(module, "min_input_size") else 1
-        kind, weights = self._load_lin(lin, spec)
-        self.lin = weights if kind == "lpips" else None
-        self.dists_weights = weights if kind == "dists" else None
+        weights = self._load_lin(lin, spec)
+        self.lin = weights.get("lpips")
+        self.dists_weights = weights.get("dists")
         if "lpips" in self.distances and self.lin is None:
             raise ValueError(
                 "the 'lpips' distance needs channel weights: pass lin='lpips' (the v0.1 weights inside the "
@@ -143,10 +145,24 @@ class Scorer:
                 "DISTS_pytorch package) or lin='path/to/weights.pt', with trunk='dists_vgg16'"
             )
 
-    def _load_lin(self, lin: LinSpec, spec) -> tuple:
-        """``(kind, weights)``: ``("lpips", L x [C_l])``, ``("dists", L x [2, C_l])`` or ``(None, None)``."""
+    def _load_lin(self, lin: LinSpec, spec) -> Dict[str, List[Tensor]]:
+        """The weights ``lin`` names by distance: ``{"lpips": L x [C_l], "dists": L x [2, C_l]}`` (those given)."""
         if lin is None:
-            return None, None
+            return {}
+        if isinstance(lin, Mapping):
+            out = {}
+            for key, source in lin.items():
+                kind, weights = self._load_lin_source(source, spec)
+                if key != kind:
+                    raise ValueError(f"lin[{key!r}] holds {kind} weights; the keys are 'lpips' ([C_l] per tap) and "
+                                     "'dists' ([2, C_l] per tap)")
+                out[kind] = weights
+            return out
+        kind, weights = self._load_lin_source(lin, spec)
+        return {kind: weights}
+
+    def _load_lin_source(self, lin: LinSource, spec) -> tuple:
+        """``(kind, weights)`` of one source: ``("lpips", L x [C_l])`` or ``("dists", L x [2, C_l])``."""
         if isinstance(lin, (str, os.PathLike)):
             channels = getattr(self.trunk, "tap_channels", None)
             if channels is None:
@@ -314,7 +330,8 @@ class Scorer:
         with torch.no_grad():
             parts = []
             for part in x.split(pass_sizes(x.shape[0], self.images_per_pass(x.shape[-2], x.shape[-1]))):
-                parts.append(embed(self._taps(self._scaled({"images": part})), self.distances, self.lin))
+                parts.append(embed(self._taps(self._scaled({"images": part})), self.distances, self.lin,
+                                   self.dists_weights))
         return concat(parts)
 
     @_with_threads
@@ -435,11 +452,7 @@ def _argument_key(name: str, value: object, args: Mapping[str, object]) -> Hasha
     if name == "seed":
         return _freeze(value) if args["weights"] == "random" else None
     if name == "lin":
-        if value is None or value in ("lpips", "dists"):
-            return value  # the installed package's file
-        if isinstance(value, (str, os.PathLike)):
-            return _file_key(value)
-        raise _Uncacheable("lin tensors")
+        return _lin_key(value)
     if name == "distances":
         return _freeze(check_distance_names(value))
     if name == "device":
@@ -447,6 +460,18 @@ def _argument_key(name: str, value: object, args: Mapping[str, object]) -> Hasha
     if name == "trunk_config":
         return _freeze(dict(value or {}))
     return _freeze(value)
+
+
+def _lin_key(value: object) -> Hashable:
+    """The key of a ``lin`` argument: the package names by name, files by identity, a mapping of those by
+    its items; tensors are uncacheable."""
+    if value is None or (isinstance(value, str) and value in ("lpips", "dists")):
+        return value  # the installed package's file
+    if isinstance(value, (str, os.PathLike)):
+        return _file_key(value)
+    if isinstance(value, Mapping):
+        return ("mapping", tuple(sorted((str(k), _lin_key(v)) for k, v in value.items())))
+    raise _Uncacheable("lin tensors")
 
 
 def _is_trunk_name(name: str) -> bool:

@@ -1,14 +1,19 @@
 """Shared fixtures: real photos (scikit-image's bundled samples), the `lpips` reference package
-wired to the same random trunk weights, and NaN-poisoned output buffers."""
+wired to the same random trunk weights, and NaN-poisoned output buffers. This folder is put on
+sys.path (pytest runs in importlib mode) for the helper modules beside this file (scorer_weights.py)."""
 
 from __future__ import annotations
 
 import os
+import sys
 import warnings
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
 
 # Without a GPU, Triton kernels run in its interpreter on CPU tensors (set before triton is imported).
 if not torch.cuda.is_available():

@@ -2,6 +2,7 @@
 
 import pytest
 import torch
+from scorer_weights import dists_weights
 
 import perceptual_fast as pf
 from perceptual_fast.util import passes
@@ -53,7 +54,7 @@ def triplets(photos, distorted):
 
 def _scorer(**kwargs):
     trunk = _Recorder(pf.load_trunk("resnet18", weights="random", seed=2, head=False, width=0.25))
-    return pf.Scorer(trunk, distances=pf.DISTANCES[1:], **kwargs)
+    return pf.Scorer(trunk, distances=pf.DISTANCES[1:], lin=dists_weights(trunk.tap_channels), **kwargs)
 
 
 def test_split_passes_give_the_whole_batch_values_and_gradients(triplets):

@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from scorer_weights import lpips_and_dists_weights
 
 import perceptual_fast as pf
 from perceptual_fast import scorer as scorer_module
@@ -14,7 +15,7 @@ from perceptual_fast.preprocess import lpips_scaling
 
 @pytest.fixture(scope="module")
 def scorer():
-    return pf.Scorer("squeezenet1_1", weights="random", seed=1, lin="lpips", distances=pf.DISTANCES)
+    return pf.Scorer("squeezenet1_1", weights="random", seed=1, lin=lpips_and_dists_weights("squeezenet1_1"), distances=pf.DISTANCES)
 
 
 @pytest.fixture
@@ -72,7 +73,7 @@ def test_one_shot_score_equals_the_scorer(triplet):
 
 
 def test_fp64_agrees_with_fp32(triplet):
-    kw = dict(trunk="alexnet", weights="random", lin="lpips", distances=pf.DISTANCES)
+    kw = dict(trunk="alexnet", weights="random", lin=lpips_and_dists_weights("alexnet"), distances=pf.DISTANCES)
     d32 = pf.Scorer(precision="fp32", **kw).score(triplet)
     d64 = pf.Scorer(precision="fp64", **kw).score(triplet)
     for name in pf.DISTANCES:
@@ -81,7 +82,7 @@ def test_fp64_agrees_with_fp32(triplet):
 
 
 def test_distance_is_differentiable_as_a_loss(triplet):
-    scorer = pf.Scorer("alexnet", weights="random", lin="lpips", distances=pf.DISTANCES)
+    scorer = pf.Scorer("alexnet", weights="random", lin=lpips_and_dists_weights("alexnet"), distances=pf.DISTANCES)
     x = triplet["p0"].clone().requires_grad_()
     d = scorer.distance(triplet["ref"], x)
     # The gradient path (trunk under autograd, a differentiable backend) computes the same distances
@@ -124,7 +125,7 @@ def test_a_custom_trunk_module_is_accepted():
 
 
 def test_bf16_taps_reach_the_kernel_and_match_the_widened_reference(triplet):
-    kw = dict(trunk="alexnet", weights="random", lin="lpips", distances=pf.DISTANCES, precision="bf16")
+    kw = dict(trunk="alexnet", weights="random", lin=lpips_and_dists_weights("alexnet"), distances=pf.DISTANCES, precision="bf16")
     cpp = pf.Scorer(backend="cpp", **kw)
     taps = cpp.features(triplet["ref"])
     assert all(t.dtype == torch.bfloat16 for t in taps)  # no float32 copy on the way to the kernel
@@ -135,7 +136,7 @@ def test_bf16_taps_reach_the_kernel_and_match_the_widened_reference(triplet):
 
 
 def test_memory_format_auto_runs_channels_last_on_cpu_with_the_same_results(triplet):
-    kw = dict(trunk="vgg16", weights="random", lin="lpips", distances=pf.DISTANCES)
+    kw = dict(trunk="vgg16", weights="random", lin=lpips_and_dists_weights("vgg16"), distances=pf.DISTANCES)
     auto, nchw = pf.Scorer(**kw), pf.Scorer(memory_format="contiguous", **kw)
     taps = auto.features(triplet["ref"])
     assert all(t.is_contiguous(memory_format=torch.channels_last) for t in taps if t.shape[-1] > 1)

@@ -112,6 +112,23 @@ def test_sweep_table_matches_scoring_each_checkpoint_alone(sweep_inputs, tmp_pat
         expand_checkpoints([str(root / "nothing*.safetensors")])
 
 
+def test_sweep_scores_dists_checkpoints_with_their_weights(sweep_inputs, tmp_path):
+    """A dists_vgg16 checkpoint with lin='dists': the same PS as scoring it alone; the weights are a setting
+    (a rerun without them does not reuse the record: it fails on the missing weights instead)."""
+    _, pack = sweep_inputs
+    checkpoint = tmp_path / "dists_vgg16.safetensors"
+    pf.save_trunk(pf.load_trunk("dists_vgg16", weights="random", seed=2, head=False), checkpoint)
+    distances = ("dists", "spatial")
+    (record,) = run_sweep([str(checkpoint)], pack, distances, tmp_path / "out", lin="dists", progress=False)
+    assert record["status"] == "ok" and record["trunk"] == "dists_vgg16" and record["settings"]["lin"] == "dists"
+    alone = evaluate_bapps(load_bapps(pack), pf.Scorer(str(checkpoint), lin="dists", distances=distances),
+                           progress=False).parts["2afc/val"]
+    assert record["ps"] == pytest.approx(alone.summary, rel=1e-9) and set(record["ps"]) == set(distances)
+    assert len(record["ps_per_layer"]["dists"]) == 6  # the image and five VGG stages
+    (again,) = run_sweep([str(checkpoint)], pack, distances, tmp_path / "out", progress=False)
+    assert again["status"] == "error" and "alpha/beta weights" in again["error"]
+
+
 def test_corrupt_checkpoint_is_reported_and_the_sweep_goes_on(sweep_inputs, tmp_path, capsys):
     root, pack = sweep_inputs
     ckpts = tmp_path / "ckpts"

@@ -37,7 +37,8 @@ def add_trunk_options(p: argparse.ArgumentParser, default_weights: Optional[str]
         "or 'random' (seeded); nothing is downloaded",
     )
     p.add_argument("--seed", type=int, default=0, help="seed for --weights random (default: 0)")
-    p.add_argument("--lin", default=None, help="LPIPS lin weights for the lpips distance: a file, or 'lpips' (installed package)")
+    p.add_argument("--lin", default=None, help="weights of the lpips or dists distance: a file, 'lpips' or 'dists' "
+                                                "(the installed lpips / DISTS_pytorch package's file)")
 
 
 def add_scoring_options(p: argparse.ArgumentParser, default_distances: str, *, default_device: Optional[str] = "cpu",

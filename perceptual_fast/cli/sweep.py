@@ -18,6 +18,9 @@ def add_parser(sub) -> None:
     add_scoring_options(p, "spatial,meanpool,style", default_device=None,
                         device_help="cpu, cuda (cuda:<LOCAL_RANK> under torchrun); default cuda if present",
                         default_batch_size=None, batch_size_help="triplets per trunk pass (default: 32 on CPU, 128 on CUDA)")
+    p.add_argument("--lin", default=None,
+                   help="weights of the lpips or dists distance: 'lpips' / 'dists' (the installed packages' files; dists "
+                        "needs dists_vgg16 checkpoints) or a file")
     p.add_argument("--quiet", action="store_true", help="no progress lines")
     p.set_defaults(func=run)
 
@@ -25,7 +28,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     records = run_sweep(args.checkpoints, args.data, args.distance.split(","), args.output, device=args.device,
                         precision=args.precision, backend=args.backend, batch_size=args.batch_size,
-                        progress=not args.quiet)
+                        progress=not args.quiet, lin=args.lin)
     import torch.distributed as dist
 
     rank0 = not dist.is_initialized() or dist.get_rank() == 0

@@ -78,7 +78,6 @@ class SequentialTapTrunk(TapTrunk):
     """
 
     tap_after: List[int]
-    input_tap: Optional[nn.Module]
 
     def __init__(
         self,

@@ -13,7 +13,7 @@ images.
 
 Taps, one per block (the block's output, before the final ``norm``):
   * ``taps="cls"`` (default, the paper's choice): the class token, ``[N, C, 1, 1]``. A vector as a
-    1x1 map lets all four distances apply unchanged: ``spatial`` on a 1x1 map is the squared
+    1x1 map lets every distance apply unchanged: ``spatial`` on a 1x1 map is the squared
     distance of the unit-normalised vectors, ``meanpool`` the same divided by C, ``style`` that
     of their outer products;
   * ``taps="patch"``: the patch tokens as a map ``[N, C, H/p, W/p]`` (row-major, as the patches).

@@ -14,6 +14,9 @@ matrix product gives for a whole block of pairs (``pairwise_terms``, ``pairwise_
   position form ``<Ga, Gb> = sum_pq (ŷa_p . ŷb_q)^2 / HW^2``: one product of the stacked position
   vectors. The packed Grams take ``C (C + 1) / 2`` float64 per image and layer (alexnet at 64 px:
   0.2 MB an image in all; a ViT-B's 12 patch taps at 64 px: 28 MB).
+* ``dists``: per channel, the mean term ``(ma - mb)^2 / (ma^2 + mb^2 + c1)`` from the channel means,
+  and ``var(a - b) = va + vb - 2 cov`` with the covariance a per-channel product of the centred
+  maps (one batched matrix product over the channels, in chunks of channels per tile).
 
 Everything after the trunk is float64: the normalised maps, norms, Gram matrices and every cross
 product (float32 normalised maps put 30% errors into the style term of a pair one 1e-3 noise
@@ -39,7 +42,7 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple
 import torch
 from torch import Tensor
 
-from ..fused_distance.reference import NORM_EPS, check_distance_names, normalize_channels
+from ..fused_distance.reference import DISTS_C1, DISTS_C2, NORM_EPS, check_distance_names, normalize_channels
 
 
 @dataclass
@@ -52,6 +55,8 @@ class LayerEmbedding:
     gram: ``[n, C (C + 1) / 2]`` float64 packed Gram matrices over C (Gram form), or None.
     positions: ``[n, HW, C]`` float64 normalised position vectors (position form of style), or None.
     gram_sq: ``[n]`` float64 ``|G|_F^2 / C^2``.
+    channel_mean, channel_var: ``[n, C]`` float64 per-channel mean and (population) variance (dists).
+    centred: ``[n, C, HW]`` float64, the map minus its channel means, divided by sqrt(HW) (dists).
     """
 
     channels: int
@@ -63,16 +68,25 @@ class LayerEmbedding:
     gram: Optional[Tensor] = None
     positions: Optional[Tensor] = None
     gram_sq: Optional[Tensor] = None
+    channel_mean: Optional[Tensor] = None
+    channel_var: Optional[Tensor] = None
+    centred: Optional[Tensor] = None
+
+
+_FIELDS = ("unit", "unit_sq", "lpips_sq", "mean_unit", "gram", "positions", "gram_sq", "channel_mean", "channel_var",
+           "centred")
+"""The per-image fields of a LayerEmbedding (first dimension: the images)."""
 
 
 @dataclass
 class Embedding:
-    """The embeddings of ``count`` images: one ``LayerEmbedding`` per tap, the distances and lin weights."""
+    """The embeddings of ``count`` images: one ``LayerEmbedding`` per tap, the distances and the weights."""
 
     layers: List[LayerEmbedding]
     distances: Tuple[str, ...]
     lin: Optional[List[Tensor]]  # float64 [C_l] per layer, for lpips
     count: int
+    dists_weights: Optional[List[Tensor]] = None  # float64 [2, C_l] per layer (alpha; beta), for dists
 
 
 def style_position_form(channels: int, positions: int) -> bool:
@@ -82,11 +96,14 @@ def style_position_form(channels: int, positions: int) -> bool:
     return positions * positions * channels < channels * (channels + 1) // 2
 
 
-def embed(taps: Sequence[Tensor], distances: Sequence[str], lin: Optional[Sequence[Tensor]] = None) -> Embedding:
+def embed(taps: Sequence[Tensor], distances: Sequence[str], lin: Optional[Sequence[Tensor]] = None,
+          dists_weights: Optional[Sequence[Tensor]] = None) -> Embedding:
     """The embedding of the images whose taps are ``taps`` (L x ``[n, C_l, H_l, W_l]``, any float dtype)."""
     distances = check_distance_names(distances)
     if "lpips" in distances and (lin is None or len(lin) != len(taps)):
         raise ValueError("the lpips distance needs one lin weight vector [C_l] per tap")
+    if "dists" in distances and (dists_weights is None or len(dists_weights) != len(taps)):
+        raise ValueError("the dists distance needs one alpha/beta tensor [2, C_l] per tap")
     layers = []
     for index, tap in enumerate(taps):
         n, c, h, w = tap.shape
@@ -114,9 +131,14 @@ def embed(taps: Sequence[Tensor], distances: Sequence[str], lin: Optional[Sequen
         if "meanpool" in distances:
             means = y.mean((2, 3))
             layer.mean_unit = means / (means.norm(dim=1, keepdim=True) + NORM_EPS) / math.sqrt(c)
+        if "dists" in distances:
+            layer.channel_mean = y.mean((2, 3))
+            layer.centred = ((y - layer.channel_mean[..., None, None]) * (1 / math.sqrt(hw))).reshape(n, c, hw)
+            layer.channel_var = (layer.centred * layer.centred).sum(2)
         layers.append(layer)
     weights = None if "lpips" not in distances else [v.detach().double().reshape(-1) for v in lin]
-    return Embedding(layers, distances, weights, taps[0].shape[0])
+    alpha_beta = None if "dists" not in distances else [w.detach().double() for w in dists_weights]
+    return Embedding(layers, distances, weights, taps[0].shape[0], alpha_beta)
 
 
 def _packed_grams(positions: Tensor) -> Tensor:
@@ -147,14 +169,14 @@ def concat(parts: Sequence[Embedding]) -> Embedding:
     layers = []
     for i, layer in enumerate(first.layers):
         fields = {}
-        for name in ("unit", "unit_sq", "lpips_sq", "mean_unit", "gram", "positions", "gram_sq"):
+        for name in _FIELDS:
             values = [p.layers[i].__dict__[name] for p in parts]
             if len({v is None for v in values}) > 1 or len({p.layers[i].positions_count for p in parts}) > 1:
                 raise ValueError("concat joins embeddings of one image size; compare sets of other sizes as "
                                  "separate embeddings (pairwise(a, b) takes two)")
             fields[name] = None if values[0] is None else torch.cat(values)
         layers.append(LayerEmbedding(layer.channels, layer.positions_count, **fields))
-    return Embedding(layers, first.distances, first.lin, sum(p.count for p in parts))
+    return Embedding(layers, first.distances, first.lin, sum(p.count for p in parts), first.dists_weights)
 
 
 def take(embedding: Embedding, start: int, stop: int) -> Embedding:
@@ -163,7 +185,7 @@ def take(embedding: Embedding, start: int, stop: int) -> Embedding:
                              **{k: (v[start:stop] if isinstance(v, Tensor) else v) for k, v in layer.__dict__.items()
                                 if k not in ("channels", "positions_count")})
               for layer in embedding.layers]
-    return Embedding(layers, embedding.distances, embedding.lin, stop - start)
+    return Embedding(layers, embedding.distances, embedding.lin, stop - start, embedding.dists_weights)
 
 
 REFINE = 1e-6
@@ -188,8 +210,42 @@ def _difference(name: str, a: LayerEmbedding, b: LayerEmbedding, weight: Optiona
     return ((ga - gb) ** 2).sum(1)
 
 
+DISTS_CHANNEL_CHUNK = 64
+"""Channels of one dists product: its per-channel terms take ``chunk x n x m`` float64 (33 MB at 256 x 256)."""
+
+
+def _dists_block(a: LayerEmbedding, b: LayerEmbedding, weight: Tensor) -> Tensor:
+    """DISTS's term of one layer between every image of ``a`` and of ``b``: ``[n, m]`` float64.
+
+    Per channel, the mean part ``alpha (ma - mb)^2 / (ma^2 + mb^2 + c1)`` (a difference: exact), and
+    the structure part ``beta var(a - b) / (va + vb + c2)`` with ``var(a - b) = va + vb - 2 cov``, the
+    covariances one product of the centred maps per chunk of channels. Pairs whose structure part is
+    below ``REFINE`` of its scale ``sum beta (va + vb) / (va + vb + c2)`` (near-identical images) take
+    ``var(a - b)`` from the difference of their centred maps instead."""
+    alpha, beta = weight[0], weight[1]
+    n, m = a.channel_mean.shape[0], b.channel_mean.shape[0]
+    mean_part, structure, scale = (torch.zeros(n, m, dtype=torch.float64, device=alpha.device) for _ in range(3))
+    for c0 in range(0, a.channels, DISTS_CHANNEL_CHUNK):
+        cs = slice(c0, c0 + DISTS_CHANNEL_CHUNK)
+        ma, mb = a.channel_mean[:, None, cs], b.channel_mean[None, :, cs]  # [n, 1, k], [1, m, k]
+        var_sum = a.channel_var[:, None, cs] + b.channel_var[None, :, cs]
+        cov = torch.bmm(a.centred[:, cs].transpose(0, 1), b.centred[:, cs].permute(1, 2, 0)).permute(1, 2, 0)
+        mean_part += (alpha[cs] * ((ma - mb) ** 2 / (ma * ma + mb * mb + DISTS_C1))).sum(-1)
+        structure += (beta[cs] * ((var_sum - 2 * cov).clamp_min(0) / (var_sum + DISTS_C2))).sum(-1)
+        scale += (beta[cs] * (var_sum / (var_sum + DISTS_C2))).sum(-1)
+    i, j = torch.nonzero(structure <= REFINE * scale, as_tuple=True)
+    for start in range(0, len(i), 32):  # near-identical pairs, a few at a time (their maps are gathered)
+        k = slice(start, start + 32)
+        var_diff = ((a.centred[i[k]] - b.centred[j[k]]) ** 2).sum(2)  # [k, C]
+        var_sum = a.channel_var[i[k]] + b.channel_var[j[k]]
+        structure[i[k], j[k]] = (beta * (var_diff / (var_sum + DISTS_C2))).sum(1)
+    return mean_part + structure
+
+
 def _layer_block(name: str, a: LayerEmbedding, b: LayerEmbedding, weight: Optional[Tensor]) -> Tensor:
     """Distance ``name`` of one layer between every image of ``a`` and of ``b``: ``[n, m]`` float64."""
+    if name == "dists":
+        return _dists_block(a, b, weight)
     if name in ("spatial", "lpips"):
         left = a.unit
         if name == "lpips":
@@ -217,12 +273,17 @@ def _layer_block(name: str, a: LayerEmbedding, b: LayerEmbedding, weight: Option
     return terms
 
 
+def _same_weights(u: Optional[List[Tensor]], v: Optional[List[Tensor]]) -> bool:
+    return (u is None) == (v is None) and (u is None or all(torch.equal(x, y) for x, y in zip(u, v)))
+
+
 def check_comparable(a: Embedding, b: Embedding) -> None:
-    """Two embeddings can be compared: same distances and taps, and for spatial/lpips the same map sizes."""
-    same_lin = (a.lin is None) == (b.lin is None) and (a.lin is None or all(torch.equal(u, v) for u, v in zip(a.lin, b.lin)))
-    if a.distances != b.distances or [la.channels for la in a.layers] != [lb.channels for lb in b.layers] or not same_lin:
+    """Two embeddings can be compared: same distances, taps and weights, and for spatial/lpips/dists the
+    same map sizes."""
+    same_weights = _same_weights(a.lin, b.lin) and _same_weights(a.dists_weights, b.dists_weights)
+    if a.distances != b.distances or [la.channels for la in a.layers] != [lb.channels for lb in b.layers] or not same_weights:
         raise ValueError("pairwise needs two embeddings of the same Scorer (same distances, taps and lin weights)")
-    by_position = [d for d in a.distances if d in ("spatial", "lpips")]
+    by_position = [d for d in a.distances if d in ("spatial", "lpips", "dists")]
     if by_position and [la.positions_count for la in a.layers] != [lb.positions_count for lb in b.layers]:
         raise ValueError(f"the {by_position[0]} distance compares maps position by position: both image sets need "
                          "the same size (resize them, or use meanpool/style, which compare sets of any sizes)")
@@ -245,7 +306,7 @@ def pairwise_tiles(a: Embedding, b: Embedding, block: int = 256, upper: bool = F
             cols = take(b, j, min(j + block, b.count))
             tile = {}
             for name in a.distances:
-                weights = a.lin if name == "lpips" else [None] * len(a.layers)
+                weights = {"lpips": a.lin, "dists": a.dists_weights}.get(name) or [None] * len(a.layers)
                 tile[name] = torch.stack([_layer_block(name, la, lb, w) for la, lb, w in
                                           zip(rows.layers, cols.layers, weights)], dim=-1)
                 if upper and i == j:  # a diagonal tile of a set against itself: exactly symmetric
@@ -279,7 +340,7 @@ def pairwise_terms(a: Embedding, b: Embedding, block: int = 256) -> Dict[str, Te
 
 def _device(embedding: Embedding) -> torch.device:
     layer = embedding.layers[0]
-    for value in (layer.unit, layer.mean_unit, layer.gram, layer.positions):
+    for value in (layer.unit, layer.mean_unit, layer.gram, layer.positions, layer.channel_mean):
         if value is not None:
             return value.device
     return torch.device("cpu")

@@ -33,7 +33,20 @@ from .results import write_results
 DONE_DIR = "done"
 # settings newer than the first sweeps: a done record without them (an older sweep's) is still reused, its new
 # columns (per-layer PS, JND mAP) left empty
-_LATER_SETTINGS = ("jnd_pairs",)
+_LATER_SETTINGS = ("jnd_pairs", "lin")
+
+
+def _same_settings(stored: Any, current: Dict[str, Any]) -> bool:
+    """Whether a record's settings are these. A record written before a later setting existed lacks it:
+    it matches when it lacks only ``_LATER_SETTINGS`` (``lin`` only when none is used now: older sweeps had none)."""
+    if not isinstance(stored, dict) or not set(stored) <= set(current):
+        return False
+    for key, value in current.items():
+        if key not in stored and key in _LATER_SETTINGS and (key != "lin" or value is None):
+            continue
+        if stored.get(key, KeyError) != value:
+            return False
+    return True
 
 
 def device_bapps(data: os.PathLike, device: torch.device, progress: bool = True) -> Bapps:
@@ -62,13 +75,13 @@ class _Sweep:
     """One process's share of a sweep: settings, the device data set, the done records."""
 
     def __init__(self, data: Bapps, distances: Sequence[str], out: Path, device: torch.device, precision: str,
-                 backend: str, batch_size: int):
+                 backend: str, batch_size: int, lin: Optional[str] = None):
         self.data, self.distances, self.out, self.device = data, tuple(distances), out, device
-        self.precision, self.backend, self.batch_size = precision, backend, batch_size
+        self.precision, self.backend, self.batch_size, self.lin = precision, backend, batch_size, lin
         self.settings = {"data": data.source, "synthetic": data.synthetic, "size": data.size, "distances": list(distances),
                          "precision": precision,
                          "triplets": sum(len(p) for p in data.parts.values() if p.task == "2afc"),
-                         "jnd_pairs": sum(len(p) for p in data.parts.values() if p.task == "jnd")}
+                         "jnd_pairs": sum(len(p) for p in data.parts.values() if p.task == "jnd"), "lin": lin}
 
     def done(self, path: Path) -> Optional[Dict[str, Any]]:
         """The stored record of ``path`` if it is complete and still valid, else None."""
@@ -76,9 +89,7 @@ class _Sweep:
         if not f.is_file():
             return None
         record = json.loads(f.read_text())
-        stored = record.get("settings")
-        older = {k: v for k, v in self.settings.items() if k not in _LATER_SETTINGS}  # a record of an older sweep
-        ok = record.get("status") == "ok" and stored in (self.settings, older)
+        ok = record.get("status") == "ok" and _same_settings(record.get("settings"), self.settings)
         if not (ok and record.get("file") == _file_stamp(path)):
             return None
         record.setdefault("ps_per_layer", None)  # an older sweep's record: these columns stay empty
@@ -92,7 +103,7 @@ class _Sweep:
         try:
             module, info = loaded.result()
             scorer = Scorer(module, distances=self.distances, device=self.device, precision=self.precision,
-                            backend=self.backend)
+                            backend=self.backend, lin=self.lin)
             # one trunk pass per 2afc/val triplet gives the per-layer terms and their sum; jnd/val pairs, if any, one more
             result = evaluate_bapps(self.data, scorer, per_layer=True, batch_size=self.batch_size, progress=False)
             part = result.parts["2afc/val"]
@@ -113,10 +124,13 @@ class _Sweep:
 
 def run_sweep(checkpoints: Sequence[str], data: os.PathLike, distances: Sequence[str], out_dir: os.PathLike,
               device: Optional[str] = None, precision: str = "fp32", backend: str = "auto",
-              batch_size: Optional[int] = None, progress: bool = True) -> List[Dict[str, Any]]:
+              batch_size: Optional[int] = None, progress: bool = True, lin: Optional[str] = None) -> List[Dict[str, Any]]:
     """Scores every checkpoint in ``checkpoints`` (files, folders, globs) on the BAPPS 2afc/val set ``data``
     (PS and per-category 2AFC of each distance, and PS of each layer's term alone, all from one trunk pass
     per triplet) and, where ``data`` has a jnd/val part, JND mAP of each distance.
+
+    lin: the weights of lpips or dists, as ``Scorer(lin=...)`` takes them by name or path (``"lpips"``,
+    ``"dists"`` for ``dists_vgg16`` checkpoints, a file); every checkpoint's taps must fit them.
 
     device: default ``cuda`` when CUDA is available (``cuda`` means ``cuda:<LOCAL_RANK>``), else CPU.
     batch_size: triplets per trunk pass; default 32 on CPU (96 images: ~30% faster than 128 triplets
@@ -136,7 +150,7 @@ def run_sweep(checkpoints: Sequence[str], data: os.PathLike, distances: Sequence
     mine = paths[rank::world]
     out = Path(out_dir)
     sweep = _Sweep(device_bapps(data, dev, progress=progress and rank == 0), distances, out, dev, precision, backend,
-                   batch_size)
+                   batch_size, None if lin is None else str(lin))
     records = {p: sweep.done(p) for p in mine}
     todo = [p for p in mine if records[p] is None]
     bar = Progress(len(todo), f"sweep rank {rank}/{world}" if world > 1 else "sweep", "checkpoints", enabled=progress)

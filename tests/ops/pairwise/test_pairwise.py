@@ -25,7 +25,11 @@ def sets(photos, distorted):
 
 
 def _scorer(name, config, **kwargs):
-    lin = [torch.rand(c) for c in pf.load_trunk(name, weights="random", head=False, **config).tap_channels]
+    """A Scorer of every distance: random lpips weights [C_l] and dists alpha/beta [2, C_l] (summing to 1)."""
+    channels = pf.load_trunk(name, weights="random", head=False, **config).tap_channels
+    alpha_beta = [torch.rand(2, c) + 0.1 for c in channels]
+    total = sum(float(w.sum()) for w in alpha_beta)
+    lin = {"lpips": [torch.rand(c) for c in channels], "dists": [w / total for w in alpha_beta]}
     return pf.Scorer(name, weights="random", seed=1, trunk_config=config, lin=lin, distances=pf.DISTANCES, **kwargs)
 
 
@@ -36,10 +40,11 @@ def test_pairwise_equals_the_float64_reference_pair_by_pair(name, config, size, 
     got = scorer.pairwise(x, y, per_layer=True)
     both = scorer.features(torch.cat([x, y]))  # the trunk pass pairwise makes (taps round with the batch)
     fx, fy = [t[:len(x)] for t in both], [t[len(x):] for t in both]
-    lin = [v.double() for v in scorer.lin]
+    lin, dists = [v.double() for v in scorer.lin], [w.double() for w in scorer.dists_weights]
     for i in range(len(x)):
         for j in range(len(y)):
-            want = R.layer_terms([t[i:i + 1].double() for t in fx], [t[j:j + 1].double() for t in fy], pf.DISTANCES, lin)
+            want = R.layer_terms([t[i:i + 1].double() for t in fx], [t[j:j + 1].double() for t in fy], pf.DISTANCES, lin,
+                                 dists)
             for d in pf.DISTANCES:
                 assert got[d].dtype == torch.float64 and got[d].shape == (5, 4, len(fx))
                 torch.testing.assert_close(got[d][i, j], want[d][0], rtol=1e-5, atol=0, msg=f"{d} [{i}, {j}]")
@@ -136,9 +141,11 @@ def test_review_cases_sets_of_mixed_dtypes_blocks_lin_and_threads(sets):
     for block in (0, -1, 2.5):
         with pytest.raises(ValueError, match=r"block must be a positive number of images"):
             scorer.pairwise(x, block=block)
-    other = pf.Scorer("alexnet", weights="random", seed=1, lin=[2 * v for v in scorer.lin], distances=pf.DISTANCES)
-    with pytest.raises(ValueError, match=r"same distances, taps and lin weights"):
-        scorer.pairwise(scorer.embed(x), other.embed(x))
+    for changed in ({"lpips": [2 * v for v in scorer.lin], "dists": scorer.dists_weights},
+                    {"lpips": scorer.lin, "dists": [w.flip(0) for w in scorer.dists_weights]}):
+        other = pf.Scorer("alexnet", weights="random", seed=1, lin=changed, distances=pf.DISTANCES)
+        with pytest.raises(ValueError, match=r"same distances, taps and lin weights"):
+            scorer.pairwise(scorer.embed(x), other.embed(x))
     one = scorer.pairwise(x[:1])
     assert all(v.shape == (1, 1) and v.item() == 0 for v in one.values())
     small = torch.nn.functional.interpolate(x[:2], size=(48, 48), mode="bilinear", align_corners=False)

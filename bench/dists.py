@@ -1,0 +1,135 @@
+"""DISTS: ``Scorer("dists_vgg16", lin="dists")`` against the ``DISTS_pytorch`` package, and the fused
+moments against the reference head, side by side in one run.
+
+    flock /tmp/pf_heavy.lock python bench/dists.py [--size 128] [--triplets 8] [--repeats 3]
+
+Images: crops of scikit-image's sample photos at --size (a reference, a noised and a blurred copy
+per triplet), the same random VGG-16 (seed 0) in both, the package's own alpha/beta, fp32, the
+CPU allocator tuned as the CLI does. Every timing is the median of --repeats interleaved runs.
+
+  end to end   ``scorer.score`` of the triplets (one trunk pass over ref, p0 and p1: 3 images a
+               triplet) against the package called twice per triplet, ``(ref, p0)`` and
+               ``(ref, p1)`` (4 images). Bound: the package's 4 VGG passes over our 3, both at our
+               trunk's speed, i.e. 4/3 if the head and preprocessing cost nothing.
+  trunks       our ``forward_taps`` on 3N images and the package's ``forward_once`` on 4N: where the
+               end-to-end ratio comes from.
+  head         the fused op on one triplet batch of taps (the cpp kernel: a vs b and a vs c in one
+               call, the reference read once) against the reference head (``reference.layer_terms``
+               for a-b and a-c, plain PyTorch, float32) on the same taps.
+Writes bench/results/dists.{csv,json}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import unittest.mock
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).parent))
+from common import interleaved, machine_name, photo_crops, write_records  # noqa: E402
+
+import perceptual_fast as pf  # noqa: E402
+from perceptual_fast.ops.fused_distance import reference  # noqa: E402
+from perceptual_fast.util.tables import format_table  # noqa: E402
+
+
+def package_model(trunk: torch.nn.Module) -> torch.nn.Module:
+    """``DISTS_pytorch.DISTS`` with ``trunk``'s VGG weights (its pretrained download replaced by an untrained
+    VGG-16, then loaded from ours by torchvision index) and its own alpha/beta."""
+    import torchvision
+    from DISTS_pytorch import DISTS_pt
+
+    build = torchvision.models.vgg16
+    with unittest.mock.patch.object(DISTS_pt.models, "vgg16", lambda *a, **k: build(weights=None)):
+        model = DISTS_pt.DISTS(load_weights=False)
+    weights = torch.load(pf.lin.dists_package_weights_file(), weights_only=True)
+    model.alpha.data, model.beta.data = weights["alpha"], weights["beta"]
+    ours = trunk.features.state_dict()
+    model.load_state_dict({k: ours[".".join(k.split(".")[1:])] for k in model.state_dict()
+                           if k.startswith("stage") and not k.endswith(".filter")}, strict=False)
+    return model.eval()
+
+
+def triplets(count: int, side: int) -> dict:
+    """Reference crops and two distortions each, as [0, 1] float images ``[N, 3, side, side]``."""
+    ref = photo_crops(count, side, seed=1).float() / 255
+    g = torch.Generator().manual_seed(2)
+    p0 = (ref + 0.05 * torch.randn(ref.shape, generator=g)).clamp(0, 1)
+    p1 = torch.nn.functional.avg_pool2d(ref, 3, stride=1, padding=1, count_include_pad=False)
+    return {"ref": ref, "p0": p0, "p1": p1}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--triplets", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=3)
+    args = parser.parse_args()
+    allocator = pf.tune_cpu_allocator()
+    torch.set_grad_enabled(False)
+    machine = machine_name()
+    scorer = pf.Scorer("dists_vgg16", weights="random", lin="dists", distances=("dists",), input_range="0,1")
+    model = package_model(scorer.trunk)
+    batch = triplets(args.triplets, args.size)
+    n = args.triplets
+
+    ours = scorer.score(batch)
+    theirs = [model(batch["ref"], batch[k]) for k in ("p0", "p1")]
+    agreement = max(float((ours[d]["dists"] - t).abs().max()) for d, t in zip(("d0", "d1"), theirs))
+
+    end_to_end = interleaved({
+        "scorer": lambda: scorer.score(batch),
+        "package": lambda: [model(batch["ref"], batch[k]) for k in ("p0", "p1")],
+    }, args.repeats)
+    scaled = scorer._scaled({k: batch[k] for k in ("ref", "p0", "p1")})  # what the trunk receives
+    unit = torch.cat([batch[k] for k in ("ref", "p0", "ref", "p1")])
+    trunks = interleaved({
+        "ours (3N images)": lambda: scorer.trunk.forward_taps(scaled),
+        "package (4N images)": lambda: model.forward_once(unit),
+    }, args.repeats)
+    taps = [t.split(n) for t in scorer.trunk.forward_taps(scaled)]
+    a, b, c = ([t[k] for t in taps] for k in range(3))
+    weights = scorer.dists_weights
+    head = interleaved({
+        "fused (cpp, triplet)": lambda: pf.fused_distance(a, b, c, distances=("dists",), dists_weights=weights, backend="cpp"),
+        "reference (torch)": lambda: [reference.layer_terms(a, x, ("dists",), dists_weights=weights) for x in (b, c)],
+    }, args.repeats)
+
+    speedup = end_to_end["package"] / end_to_end["scorer"]
+    trunk_ratio = trunks["package (4N images)"] / trunks["ours (3N images)"]
+    head_speedup = head["reference (torch)"] / head["fused (cpp, triplet)"]
+    record = {
+        "machine": machine, "allocator": allocator, "size": args.size, "triplets": n, "repeats": args.repeats,
+        "scorer_s": end_to_end["scorer"], "package_s": end_to_end["package"], "speedup": speedup,
+        "scorer_triplets_per_s": n / end_to_end["scorer"], "package_triplets_per_s": n / end_to_end["package"],
+        "our_trunk_s": trunks["ours (3N images)"], "package_trunk_s": trunks["package (4N images)"],
+        "trunk_ratio_bound": trunk_ratio, "speedup_of_bound": speedup / trunk_ratio,
+        "fused_head_ms": 1e3 * head["fused (cpp, triplet)"], "reference_head_ms": 1e3 * head["reference (torch)"],
+        "head_speedup": head_speedup, "max_abs_diff_vs_package": agreement,
+    }
+    print(f"machine: {machine}\nallocator: {allocator}\ndists_vgg16 (random VGG-16, the package's alpha/beta), "
+          f"{n} triplets of {args.size}x{args.size} photo crops, fp32; median of {args.repeats} interleaved runs\n")
+    print(format_table(["end to end", "seconds", "triplets/s", "vs package"],
+                       [["Scorer.score (3 trunk passes / triplet)", end_to_end["scorer"], n / end_to_end["scorer"],
+                         f"{speedup:.2f}x"],
+                        ["DISTS_pytorch x2 (4 trunk passes / triplet)", end_to_end["package"], n / end_to_end["package"],
+                         "1.00x"]], floatfmt=".3f"))
+    print(f"\nbound (trunks only: the package's 4N-image VGG over our 3N-image trunk): {trunk_ratio:.2f}x; "
+          f"reached {100 * speedup / trunk_ratio:.0f}% of it")
+    print(format_table(["trunk", "seconds"], [[k, v] for k, v in trunks.items()], floatfmt=".3f"))
+    print()
+    print(format_table(["head (the taps of one triplet batch)", "ms", "speed-up"],
+                       [["fused moments, cpp, triplet", 1e3 * head["fused (cpp, triplet)"], f"{head_speedup:.1f}x"],
+                        ["reference, torch, two pairs", 1e3 * head["reference (torch)"], "1.0x"]], floatfmt=".2f"))
+    print(f"\nlargest |Scorer - package| over the triplets: {agreement:.1e}")
+    load = os.getloadavg()[0]
+    print(f"1-minute load average at the end: {load:.2f} on {os.cpu_count()} cores (above ~2.2, other work shared the cores)")
+    write_records("dists", [dict(record, load_avg_1min_end=load)])
+
+
+if __name__ == "__main__":
+    main()
