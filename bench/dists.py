@@ -1,9 +1,9 @@
 """DISTS: ``Scorer("dists_vgg16", lin="dists")`` against the ``DISTS_pytorch`` package, and the fused
 moments against the reference head, side by side in one run.
 
-    flock /tmp/pf_heavy.lock python bench/dists.py [--size 128] [--triplets 8] [--repeats 3]
+    flock /tmp/pf_heavy.lock python bench/dists.py [--sizes 128 256] [--triplets 8] [--repeats 3]
 
-Images: crops of scikit-image's sample photos at --size (a reference, a noised and a blurred copy
+Images: crops of scikit-image's sample photos at each of --sizes (a reference, a noised and a blurred copy
 per triplet), the same random VGG-16 (seed 0) in both, the package's own alpha/beta, fp32, the
 CPU allocator tuned as the CLI does. Every timing is the median of --repeats interleaved runs.
 
@@ -63,9 +63,47 @@ def triplets(count: int, side: int) -> dict:
     return {"ref": ref, "p0": p0, "p1": p1}
 
 
+def measure(scorer: pf.Scorer, model: torch.nn.Module, size: int, n: int, repeats: int) -> dict:
+    """One image size: the end-to-end, trunk and head timings and the agreement with the package."""
+    batch = triplets(n, size)
+    ours = scorer.score(batch)
+    theirs = [model(batch["ref"], batch[k]) for k in ("p0", "p1")]
+    agreement = max(float((ours[d]["dists"] - t).abs().max()) for d, t in zip(("d0", "d1"), theirs))
+    end_to_end = interleaved({
+        "scorer": lambda: scorer.score(batch),
+        "package": lambda: [model(batch["ref"], batch[k]) for k in ("p0", "p1")],
+    }, repeats)
+    scaled = scorer._scaled({k: batch[k] for k in ("ref", "p0", "p1")})  # what the trunk receives
+    unit = torch.cat([batch[k] for k in ("ref", "p0", "ref", "p1")])
+    trunks = interleaved({
+        "ours": lambda: scorer.trunk.forward_taps(scaled),
+        "package": lambda: model.forward_once(unit),
+    }, repeats)
+    taps = [t.split(n) for t in scorer.trunk.forward_taps(scaled)]
+    a, b, c = ([t[k] for t in taps] for k in range(3))
+    weights = scorer.dists_weights
+    head = interleaved({
+        "fused": lambda: pf.fused_distance(a, b, c, distances=("dists",), dists_weights=weights, backend="cpp"),
+        "reference": lambda: [reference.layer_terms(a, x, ("dists",), dists_weights=weights) for x in (b, c)],
+    }, repeats)
+    tap_bytes = sum(t.numel() * t.element_size() for t in a + b + c)
+    speedup = end_to_end["package"] / end_to_end["scorer"]
+    trunk_ratio = trunks["package"] / trunks["ours"]
+    return {
+        "size": size, "triplets": n, "repeats": repeats,
+        "scorer_s": end_to_end["scorer"], "package_s": end_to_end["package"], "speedup": speedup,
+        "scorer_triplets_per_s": n / end_to_end["scorer"], "package_triplets_per_s": n / end_to_end["package"],
+        "our_trunk_3n_s": trunks["ours"], "package_trunk_4n_s": trunks["package"],
+        "trunk_ratio_bound": trunk_ratio, "speedup_of_bound": speedup / trunk_ratio,
+        "fused_head_ms": 1e3 * head["fused"], "reference_head_ms": 1e3 * head["reference"],
+        "head_speedup": head["reference"] / head["fused"], "head_tap_mb": tap_bytes / 1e6,
+        "fused_head_gb_per_s": tap_bytes / head["fused"] / 1e9, "max_abs_diff_vs_package": agreement,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--size", type=int, default=128)
+    parser.add_argument("--sizes", type=int, nargs="+", default=[128, 256])
     parser.add_argument("--triplets", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -74,61 +112,25 @@ def main() -> None:
     machine = machine_name()
     scorer = pf.Scorer("dists_vgg16", weights="random", lin="dists", distances=("dists",), input_range="0,1")
     model = package_model(scorer.trunk)
-    batch = triplets(args.triplets, args.size)
-    n = args.triplets
-
-    ours = scorer.score(batch)
-    theirs = [model(batch["ref"], batch[k]) for k in ("p0", "p1")]
-    agreement = max(float((ours[d]["dists"] - t).abs().max()) for d, t in zip(("d0", "d1"), theirs))
-
-    end_to_end = interleaved({
-        "scorer": lambda: scorer.score(batch),
-        "package": lambda: [model(batch["ref"], batch[k]) for k in ("p0", "p1")],
-    }, args.repeats)
-    scaled = scorer._scaled({k: batch[k] for k in ("ref", "p0", "p1")})  # what the trunk receives
-    unit = torch.cat([batch[k] for k in ("ref", "p0", "ref", "p1")])
-    trunks = interleaved({
-        "ours (3N images)": lambda: scorer.trunk.forward_taps(scaled),
-        "package (4N images)": lambda: model.forward_once(unit),
-    }, args.repeats)
-    taps = [t.split(n) for t in scorer.trunk.forward_taps(scaled)]
-    a, b, c = ([t[k] for t in taps] for k in range(3))
-    weights = scorer.dists_weights
-    head = interleaved({
-        "fused (cpp, triplet)": lambda: pf.fused_distance(a, b, c, distances=("dists",), dists_weights=weights, backend="cpp"),
-        "reference (torch)": lambda: [reference.layer_terms(a, x, ("dists",), dists_weights=weights) for x in (b, c)],
-    }, args.repeats)
-
-    speedup = end_to_end["package"] / end_to_end["scorer"]
-    trunk_ratio = trunks["package (4N images)"] / trunks["ours (3N images)"]
-    head_speedup = head["reference (torch)"] / head["fused (cpp, triplet)"]
-    record = {
-        "machine": machine, "allocator": allocator, "size": args.size, "triplets": n, "repeats": args.repeats,
-        "scorer_s": end_to_end["scorer"], "package_s": end_to_end["package"], "speedup": speedup,
-        "scorer_triplets_per_s": n / end_to_end["scorer"], "package_triplets_per_s": n / end_to_end["package"],
-        "our_trunk_s": trunks["ours (3N images)"], "package_trunk_s": trunks["package (4N images)"],
-        "trunk_ratio_bound": trunk_ratio, "speedup_of_bound": speedup / trunk_ratio,
-        "fused_head_ms": 1e3 * head["fused (cpp, triplet)"], "reference_head_ms": 1e3 * head["reference (torch)"],
-        "head_speedup": head_speedup, "max_abs_diff_vs_package": agreement,
-    }
+    records = [dict(machine=machine, allocator=allocator, **measure(scorer, model, size, args.triplets, args.repeats))
+               for size in args.sizes]
     print(f"machine: {machine}\nallocator: {allocator}\ndists_vgg16 (random VGG-16, the package's alpha/beta), "
-          f"{n} triplets of {args.size}x{args.size} photo crops, fp32; median of {args.repeats} interleaved runs\n")
-    print(format_table(["end to end", "seconds", "triplets/s", "vs package"],
-                       [["Scorer.score (3 trunk passes / triplet)", end_to_end["scorer"], n / end_to_end["scorer"],
-                         f"{speedup:.2f}x"],
-                        ["DISTS_pytorch x2 (4 trunk passes / triplet)", end_to_end["package"], n / end_to_end["package"],
-                         "1.00x"]], floatfmt=".3f"))
-    print(f"\nbound (trunks only: the package's 4N-image VGG over our 3N-image trunk): {trunk_ratio:.2f}x; "
-          f"reached {100 * speedup / trunk_ratio:.0f}% of it")
-    print(format_table(["trunk", "seconds"], [[k, v] for k, v in trunks.items()], floatfmt=".3f"))
-    print()
-    print(format_table(["head (the taps of one triplet batch)", "ms", "speed-up"],
-                       [["fused moments, cpp, triplet", 1e3 * head["fused (cpp, triplet)"], f"{head_speedup:.1f}x"],
-                        ["reference, torch, two pairs", 1e3 * head["reference (torch)"], "1.0x"]], floatfmt=".2f"))
-    print(f"\nlargest |Scorer - package| over the triplets: {agreement:.1e}")
+          f"{args.triplets} triplets of photo crops, fp32; median of {args.repeats} interleaved runs\n")
+    print(format_table(
+        ["size", "Scorer.score s", "DISTS_pytorch x2 s", "speed-up", "bound (trunks 4N/3N)", "% of bound",
+         "triplets/s"],
+        [[r["size"], r["scorer_s"], r["package_s"], f"{r['speedup']:.2f}x", f"{r['trunk_ratio_bound']:.2f}x",
+          f"{100 * r['speedup_of_bound']:.0f}", r["scorer_triplets_per_s"]] for r in records], floatfmt=".3f"))
+    print("\nScorer.score: one trunk pass over ref, p0, p1 (3 images a triplet); the package: (ref, p0) and (ref, p1)\n")
+    print(format_table(
+        ["size", "fused moments ms (cpp, triplet)", "reference head ms (torch, 2 pairs)", "speed-up", "taps MB",
+         "fused GB/s"],
+        [[r["size"], r["fused_head_ms"], r["reference_head_ms"], f"{r['head_speedup']:.1f}x", r["head_tap_mb"],
+          r["fused_head_gb_per_s"]] for r in records], floatfmt=".2f"))
+    print(f"\nlargest |Scorer - package| over the triplets: {max(r['max_abs_diff_vs_package'] for r in records):.1e}")
     load = os.getloadavg()[0]
     print(f"1-minute load average at the end: {load:.2f} on {os.cpu_count()} cores (above ~2.2, other work shared the cores)")
-    write_records("dists", [dict(record, load_avg_1min_end=load)])
+    write_records("dists", [dict(r, load_avg_1min_end=load) for r in records])
 
 
 if __name__ == "__main__":
