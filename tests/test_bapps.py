@@ -182,6 +182,18 @@ def test_bapps_command_table_json_and_csv(source, tmp_path, capsys):
     assert any(r["layer"] == "4" and r["metric"] == "jnd_map" for r in rows)
 
 
+def test_bapps_command_scores_dists_like_the_scorer(source, capsys):
+    """`bapps --trunk dists_vgg16 --lin dists --distance dists`: the PS the Scorer's own evaluation gives."""
+    args = ["bapps", str(source), "--trunk", "dists_vgg16", "--weights", "random", "--lin", "dists",
+            "--distance", "dists,spatial", "--json", "--quiet"]
+    assert main(args) == 0
+    doc = json.loads(capsys.readouterr().out)
+    scorer = pf.Scorer("dists_vgg16", weights="random", lin="dists", distances=("dists", "spatial"))
+    alone = evaluate_bapps(read_bapps(source), scorer, progress=False).parts["2afc/val"]
+    assert doc["parts"]["2afc/val"]["ps"] == pytest.approx(alone.summary, rel=1e-9)
+    assert set(doc["parts"]["2afc/val"]["ps"]) == {"dists", "spatial"}
+
+
 def test_bapps_command_errors_name_the_fix(source, tmp_path, capsys):
     assert main(["bapps", str(tmp_path), "--weights", "random", "--quiet"]) == 2
     assert "holds no BAPPS split" in capsys.readouterr().err

@@ -75,6 +75,7 @@ struct Scratch {
   std::vector<double> moments;  // dists: [count][C] sums, [count][C] sums of squares, [count - 1][C] of (a - x)^2
   std::vector<float> inv_norm;  // [count][tile]
   std::vector<float> acc;  // [2 * tile]
+  std::vector<float> channel_acc;  // [C] channels_last: squared differences summed over a tile's positions
 };
 
 // Positions per phase-1 tile: about 64 KiB of one map, at least one vector, at most 256.
@@ -152,49 +153,80 @@ void tile_planar(const WorkItem<T>& w, int64_t first, int64_t n, int64_t tile, b
 
 // One tile of channels_last maps (each position's C channels contiguous): the inner loops run
 // over channels, and the style scratch is written in its own (position-major) order.
+//
+// A horizontal sum over the channels costs a shuffle tree per position, so only the channel norms
+// (one per map and position, inherent) take one. Their inverses are then computed in one loop
+// across the tile's positions, keeping the square root and the division out of each position's
+// dependency chain. The spatial / lpips terms need no per-position sum at all: the squared
+// normalised differences are accumulated per channel over the tile's positions, and the channel
+// sums (weighted by lin for lpips) are taken once per tile.
 template <typename T>
-void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, bool want_terms, bool want_meanpool,
-                      bool want_style, Scratch& s, Phase1Sums& sums) {
+void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, int64_t tile, bool want_spatial, bool want_lpips,
+                      bool want_meanpool, bool want_style, Scratch& s, Phase1Sums& sums) {
   const int64_t C = w.channels, HW = w.positions, c_pad = round_up(C, kChannelPad);
-  float* tile_sums = s.acc.data();  // [count][C] float partial channel sums of this tile
-  if (want_meanpool) std::fill(tile_sums, tile_sums + w.count * C, 0.f);
-  for (int64_t p = first; p < first + n; ++p) {
-    float inv[3];
-    for (int k = 0; k < w.count; ++k) {
-      const T* row = w.maps[k] + p * C;
+  for (int k = 0; k < w.count; ++k) {
+    float* inv = s.inv_norm.data() + k * tile;
+    for (int64_t p = 0; p < n; ++p) {
+      const T* row = w.maps[k] + (first + p) * C;
       float sq = 0.f;
 #pragma omp simd reduction(+ : sq)
       for (int64_t c = 0; c < C; ++c) sq += to_float(row[c]) * to_float(row[c]);
-      inv[k] = 1.f / (std::sqrt(sq) + kNormEps);
-      if (want_meanpool) {
-        float* t = tile_sums + k * C;
+      inv[p] = sq;
+    }
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) t[c] += to_float(row[c]);
-      }
-      if (want_style) {
-        float* out = s.normalised.data() + (k * HW + p) * c_pad;
+    for (int64_t p = 0; p < n; ++p) inv[p] = 1.f / (std::sqrt(inv[p]) + kNormEps);
+  }
+  if (want_meanpool || want_style) {
+    float* tile_sums = s.acc.data();  // [count][C] float partial channel sums of this tile
+    if (want_meanpool) std::fill(tile_sums, tile_sums + w.count * C, 0.f);
+    for (int64_t p = 0; p < n; ++p) {
+      for (int k = 0; k < w.count; ++k) {
+        const T* row = w.maps[k] + (first + p) * C;
+        if (want_meanpool) {
+          float* t = tile_sums + k * C;
 #pragma omp simd
-        for (int64_t c = 0; c < C; ++c) out[c] = to_float(row[c]) * inv[k];
+          for (int64_t c = 0; c < C; ++c) t[c] += to_float(row[c]);
+        }
+        if (want_style) {
+          const float inv = s.inv_norm[k * tile + p];
+          float* out = s.normalised.data() + (k * HW + first + p) * c_pad;
+#pragma omp simd
+          for (int64_t c = 0; c < C; ++c) out[c] = to_float(row[c]) * inv;
+        }
       }
     }
-    if (!want_terms) continue;
-    const T* ra = w.maps[0] + p * C;
-    for (int q = 0; q + 1 < w.count; ++q) {
-      const T* rx = w.maps[q + 1] + p * C;
-      float acc = 0.f, acc_w = 0.f;
-#pragma omp simd reduction(+ : acc, acc_w)
-      for (int64_t c = 0; c < C; ++c) {
-        const float d = to_float(ra[c]) * inv[0] - to_float(rx[c]) * inv[q + 1];
-        acc += d * d;
-        acc_w += (w.lin != nullptr ? w.lin[c] : 0.f) * d * d;
-      }
-      sums.spatial[q] += acc;
-      sums.lpips[q] += acc_w;
+    if (want_meanpool) {
+      for (int k = 0; k < w.count; ++k)
+        for (int64_t c = 0; c < C; ++c) s.channel_sums[k * C + c] += tile_sums[k * C + c];
     }
   }
-  if (want_meanpool) {
-    for (int k = 0; k < w.count; ++k)
-      for (int64_t c = 0; c < C; ++c) s.channel_sums[k * C + c] += tile_sums[k * C + c];
+  if (!want_spatial && !want_lpips) return;
+  const float* inv_a = s.inv_norm.data();
+  for (int q = 0; q + 1 < w.count; ++q) {
+    const float* inv_x = s.inv_norm.data() + (q + 1) * tile;
+    float* acc = s.channel_acc.data();  // [C] sum over the tile's positions of the squared difference
+    std::fill(acc, acc + C, 0.f);
+    for (int64_t p = 0; p < n; ++p) {
+      const T* ra = w.maps[0] + (first + p) * C;
+      const T* rx = w.maps[q + 1] + (first + p) * C;
+      const float ia = inv_a[p], ix = inv_x[p];
+#pragma omp simd
+      for (int64_t c = 0; c < C; ++c) {
+        const float d = to_float(ra[c]) * ia - to_float(rx[c]) * ix;
+        acc[c] += d * d;
+      }
+    }
+    float spatial = 0.f, lpips = 0.f;
+    if (want_spatial) {
+#pragma omp simd reduction(+ : spatial)
+      for (int64_t c = 0; c < C; ++c) spatial += acc[c];
+    }
+    if (want_lpips) {
+#pragma omp simd reduction(+ : lpips)
+      for (int64_t c = 0; c < C; ++c) lpips += w.lin[c] * acc[c];
+    }
+    sums.spatial[q] += spatial;
+    sums.lpips[q] += lpips;
   }
 }
 
@@ -298,6 +330,7 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
   if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
   if (want_style) s.normalised.assign(static_cast<size_t>(w.count * HW * c_pad), 0.f);  // zero padding
   if (want_dists) s.moments.assign(static_cast<size_t>((3 * w.count - 1) * C), 0.0);
+  if (w.channels_last && want_terms) s.channel_acc.resize(static_cast<size_t>(C));
   const bool want_pointwise = want_terms || want_meanpool || want_style;
   Phase1Sums sums;
   for (int64_t first = 0; first < HW; first += tile) {
@@ -305,7 +338,7 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
     if (want_dists) dists_moments_tile(w, first, n, s);  // the tile is read again below while in cache
     if (!want_pointwise) continue;
     if (w.channels_last) {
-      tile_interleaved(w, first, n, want_terms, want_meanpool, want_style, s, sums);
+      tile_interleaved(w, first, n, tile, want_spatial, want_lpips, want_meanpool, want_style, s, sums);
     } else {
       tile_planar(w, first, n, tile, want_terms, want_meanpool, want_style, s, sums);
     }

@@ -51,6 +51,23 @@ def test_channels_last_maps_are_read_in_place(count, dtype):
             torch.testing.assert_close(g[name].double(), w[name], rtol=1e-5, atol=1e-9, msg=name)
 
 
+@pytest.mark.parametrize("change", [0.4, 1e-3], ids=["distorted", "near-identical"])
+def test_channels_last_tiles_of_many_positions_equal_the_float64_reference(change):
+    """channels_last maps of many tiles (64 channels: 256 positions a tile, 16 tiles; 3 channels; 512
+    channels), where the kernel sums squared differences per channel over each tile's positions, and
+    DISTS's moments over all of them: the float32 tolerance against the float64 reference, also for
+    maps 0.1% apart."""
+    layers = [(64, 64, 64), (3, 61, 67), (512, 9, 7)]
+    feats = make_feats(2, layers, 3, seed=12, change=change, relative=change < 0.01)
+    weights = make_weights(layers)
+    cl = [[t.contiguous(memory_format=torch.channels_last) for t in lst] for lst in feats]
+    got = pf.fused_distance(*cl, distances=D.DISTANCES, **weights, backend="cpp")
+    for g, w in zip(got, reference(feats, weights), strict=True):
+        for name in D.DISTANCES:
+            assert bool((w[name] > 0).all()), name
+            torch.testing.assert_close(g[name].double(), w[name], **TOLERANCE[torch.float32], msg=name)
+
+
 def test_mixed_and_strided_layouts_are_copied_then_read():
     feats = make_feats(4, [(16, 7, 9), (5, 3, 3)], 2, seed=3)
     weights = make_weights([(16, 7, 9), (5, 3, 3)])
