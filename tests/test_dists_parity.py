@@ -85,6 +85,29 @@ def test_dists_matches_the_package(precision, backend, photos, distorted, dists_
             torch.testing.assert_close(ours, ref, rtol=0, atol=2e-5, msg=label)
 
 
+def test_a_torchvision_vgg16_checkpoint_loads_strictly(tmp_path, monkeypatch):
+    """DISTS uses torchvision's ImageNet VGG-16: its file in the hub cache loads into dists_vgg16 as it is
+    (the L2 pooling has no parameters), logits included, and the taps are DISTS's stages of it."""
+    torchvision = pytest.importorskip("torchvision", exc_type=ModuleNotFoundError)
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    folder = tmp_path / "torch" / "hub" / "checkpoints"
+    folder.mkdir(parents=True)
+    torch.manual_seed(0)
+    reference = torchvision.models.vgg16(weights=None).eval()
+    torch.save(reference.state_dict(), folder / "vgg16-397923af.pth")
+    ours = pf.load_trunk("dists_vgg16", weights="torchvision")
+    assert all(torch.equal(ours.state_dict()[k], v) for k, v in reference.state_dict().items())
+    assert set(ours.state_dict()) == set(reference.state_dict())
+    x = torch.rand(1, 3, 70, 90) * 2 - 1
+    with torch.no_grad():
+        taps = ours.forward_taps(x)
+        torch.testing.assert_close(taps[0], (x * torch.tensor(pf.preprocess.SCALE).view(1, 3, 1, 1)
+                                             + torch.tensor(pf.preprocess.SHIFT).view(1, 3, 1, 1) + 1) / 2)
+        assert ours(x).shape == (1, 1000)
+    assert [tuple(t.shape[1:]) for t in taps] == ours.tap_shapes(70, 90) == [
+        (3, 70, 90), (64, 70, 90), (128, 35, 45), (256, 18, 23), (512, 9, 12), (512, 5, 6)]
+
+
 def test_dists_layer_terms_sum_to_the_score(photos, distorted):
     scorer = pf.Scorer("dists_vgg16", weights="random", seed=5, lin="dists", distances=("dists",), input_range="0,1")
     _, x0, x1 = next(_pairs(photos, distorted))

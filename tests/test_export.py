@@ -15,6 +15,7 @@ from perceptual_fast.trunks import CheckpointError, ExportedTrunk, load_trunk, r
 # (trunk, config, distances): the Scorer's view of every family, with small widths/depths.
 CASES = [
     ("alexnet", {}, ("lpips", "spatial")),
+    ("dists_vgg16", {}, ("dists", "spatial")),
     ("resnet18", {"width": 0.25}, ("spatial", "meanpool", "style")),
     ("vit_s_8", {"depth": 2, "taps": "patch"}, ("spatial", "meanpool", "style")),
     ("vit_t_16", {"depth": 2}, ("spatial", "meanpool")),
@@ -42,7 +43,7 @@ def _export(name, config, archive, capsys):
 def test_exported_archive_scores_like_the_eager_trunk(name, config, distances, suffix, triplets, tmp_path, capsys):
     archive = tmp_path / f"trunk{suffix}"
     _export(name, config, archive, capsys)
-    lin = "lpips" if "lpips" in distances else None
+    lin = "lpips" if "lpips" in distances else "dists" if "dists" in distances else None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)
         exported = pf.Scorer(archive, lin=lin, distances=distances)
@@ -58,7 +59,7 @@ def test_exported_archive_scores_like_the_eager_trunk(name, config, distances, s
     assert got["2afc_mean"] == want["2afc_mean"]
 
 
-@pytest.mark.parametrize("name,config,distances", CASES[:3], ids=[c[0] for c in CASES[:3]])
+@pytest.mark.parametrize("name,config,distances", CASES[:4], ids=[c[0] for c in CASES[:4]])
 def test_pt2_program_takes_any_batch_and_image_size(name, config, distances, tmp_path, capsys):
     """One traced program for every batch (1 included) and size (odd, non-square, the ViT's native grid),
     float32 and float64, channels_last, with the taps of the eager trunk; gradients reach the input."""

@@ -38,13 +38,11 @@ class L2Pooling(nn.Module):
     describe the window for the trunk's shape arithmetic.
     """
 
-    kernel_size = 3
-    stride = 2
-    padding = 1
-    dilation = 1
-
     def __init__(self, channels: int):
         super().__init__()
+        # instance attributes (TorchScript reads no class attributes)
+        self.kernel_size, self.stride, self.padding, self.dilation = 3, 2, 1, 1
+        self.eps = L2_POOL_EPS
         a = np.hanning(5)[1:-1]
         g = torch.tensor(a[:, None] * a[None, :], dtype=torch.float32)
         g = g / g.sum()
@@ -53,7 +51,7 @@ class L2Pooling(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         out = F.conv2d(x * x, self.window, stride=self.stride, padding=self.padding, groups=self.channels)
-        return torch.sqrt(out + L2_POOL_EPS)
+        return torch.sqrt(out + self.eps)
 
 
 class UnitImage(nn.Module):
