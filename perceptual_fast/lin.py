@@ -102,18 +102,15 @@ def is_dists_weights(state: dict) -> bool:
     return set(state) == {"alpha", "beta"}
 
 
-def load_dists_weights(source: Union[str, os.PathLike, dict], channels: Sequence[int]) -> List[Tensor]:
+def load_dists_weights(source: Union[str, os.PathLike], channels: Sequence[int]) -> List[Tensor]:
     """DISTS's weights for a trunk whose taps have ``channels`` channels: L float64 tensors ``[2, C_l]``
     (alpha; beta), divided by the total of both so the score is ``1 - sum alpha S1 + beta S2``.
 
-    source: ``"dists"`` (the installed ``DISTS_pytorch`` package's file), a file path, or a state
-    dict. Raises CheckpointError when the keys or sizes do not fit the taps.
+    source: ``"dists"`` (the installed ``DISTS_pytorch`` package's file) or a file path. Raises
+    CheckpointError when the keys or sizes do not fit the taps.
     """
-    if isinstance(source, dict):
-        state, where = source, "DISTS weights"
-    else:
-        path = dists_package_weights_file() if isinstance(source, str) and source == "dists" else Path(source)
-        state, where = read_state_dict(path), f"DISTS weights file {str(path)!r}"
+    path = dists_package_weights_file() if isinstance(source, str) and source == "dists" else Path(source)
+    state, where = read_state_dict(path), f"DISTS weights file {str(path)!r}"
     total = sum(channels)
     shapes = {k: tuple(v.shape) for k, v in state.items()}
     if not is_dists_weights(state) or any(v.numel() != total for v in state.values()):
