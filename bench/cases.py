@@ -24,7 +24,9 @@ TAP_SHAPES = {
     "vgg16": [(64, 64, 64), (128, 32, 32), (256, 16, 16), (512, 8, 8), (512, 4, 4)],
     "resnet50": [(256, 16, 16), (512, 8, 8), (1024, 4, 4), (2048, 2, 2)],
 }
-DISTANCES = pf.DISTANCES  # all four at once
+DISTANCES = ("lpips", "spatial", "meanpool", "style")
+"""The distances these benchmarks time together, as their recorded results did (dists, with a trunk
+of its own, is timed in dists.py)."""
 POINTWISE = ("lpips", "spatial", "meanpool")  # the memory-bound part: everything but the Gram stage
 
 

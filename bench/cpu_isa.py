@@ -41,7 +41,7 @@ def timings(repeats: int) -> dict:
     import torch
 
     sys.path.insert(0, str(Path(__file__).parent))
-    from cases import tap_features, tap_lin
+    from cases import DISTANCES, tap_features, tap_lin
 
     import perceptual_fast as pf
 
@@ -52,7 +52,7 @@ def timings(repeats: int) -> dict:
 
         def forward():
             with torch.no_grad():
-                pf.fused_distance(*feats, distances=pf.DISTANCES, lin=lin, backend="cpp")
+                pf.fused_distance(*feats, distances=DISTANCES, lin=lin, backend="cpp")
 
         def backward():
             x = [t.detach().requires_grad_() for t in feats[0]]

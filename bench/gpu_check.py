@@ -11,7 +11,7 @@
     backend's own error. Each check records pass/fail and its max error; an exception fails that
     check only. Tables: per check, per backend/dtype/distance (max relative error), the failures.
 --section timings  torch vs triton vs cuda on bf16 features at TAP_SHAPES (batch 256), pairs and
-    triplets, all four distances and without style: CUDA events, medians, several GB of feature
+    triplets, all five distances and without style: CUDA events, medians, several GB of feature
     sets rotated so the L2 cache does not flatter, next to the measured device copy bandwidth.
 --section summary  the steps gpu_check.sh ran (--steps-file), every failure; exit status 3 if any.
 
@@ -341,7 +341,7 @@ def evaluate(ctx: Context, check, case, feats, weights, score, distances=DISTANC
 
 def check_shapes(ctx: Context) -> None:
     """C = 100, 200, 2048 and 1 with 17x23, 7x5 and 1x1 maps, fp32/bf16/fp16, pairs and triplets
-    (batch 3 and 1), all four distances, against float64 at 1e-5."""
+    (batch 3 and 1), all five distances, against float64 at 1e-5."""
     for dname, dtype in DTYPES.items():
         for count, batch in ctx.sizes.shape_cases:
             case = f"{dname} count {count} batch {batch}"
@@ -351,7 +351,7 @@ def check_shapes(ctx: Context) -> None:
 
 
 def check_identical_zeros(ctx: Context) -> None:
-    """Identical inputs (b and c clones of a) give exactly 0 (torch.equal) for all four distances,
+    """Identical inputs (b and c clones of a) give exactly 0 (torch.equal) for all five distances,
     pairs and triplets, fp32 and bf16 (identical images must tie exactly in 2AFC)."""
 
     def exact_zero(backend, name, got):
@@ -506,7 +506,7 @@ def check_large_batch(ctx: Context) -> None:
 
 def check_vgg256(ctx: Context) -> None:
     """VGG16's LPIPS taps at 256 px (TAP_SHAPES' 64 px taps, sides x4), N = 1024 bf16 triplets, all
-    four distances (style too), against float64 computed 32 samples at a time to bound memory."""
+    five distances (style too), against float64 computed 32 samples at a time to bound memory."""
     s = ctx.sizes
     case = f"bf16 triplet N {s.vgg_batch}, taps {s.vgg_layers}"
     feats = make_feats(s.vgg_batch, s.vgg_layers, 3, seed_of("vgg256"), dtype=torch.bfloat16, device=ctx.device, chunk=64)
@@ -718,7 +718,7 @@ def copy_bandwidth_gbs(ctx: Context) -> float:
 
 
 def time_case(ctx: Context, net: str, count: int) -> None:
-    """One timing row: median ms of torch, triton and cuda on bf16 taps of ``net`` (all four
+    """One timing row: median ms of torch, triton and cuda on bf16 taps of ``net`` (all five
     distances, and without style), over feature sets rotated so each call reads fresh memory."""
     s = ctx.sizes
     kind = "pair" if count == 2 else "triplet"
