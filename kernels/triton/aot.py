@@ -95,8 +95,9 @@ def variants() -> List[Variant]:
                                dict(COUNT=count, BLOCK_C=b["STYLE_BLOCK_C"], BLOCK_P=b["STYLE_BLOCK_P"],
                                     PRECISION=K.STYLE_DOT_PRECISION), warps, stages))
         # not autotuned: Triton's default launch options
-        for kernel in ("_meanpool_kernel", "_dists_kernel"):
-            out.append(Variant(kernel, element, dict(COUNT=count, BLOCK_C=b["CHANNEL_BLOCK"], BLOCK_P=b["POINTWISE_BLOCK_P"])))
+        out.append(Variant("_meanpool_kernel", element,
+                           dict(COUNT=count, BLOCK_C=b["CHANNEL_BLOCK"], BLOCK_P=b["POINTWISE_BLOCK_P"])))
+        out.append(Variant("_dists_kernel", element, dict(COUNT=count, BLOCK_C=b["CHANNEL_BLOCK"], BLOCK_P=b["DISTS_BLOCK_P"])))
     for count in (2, 3):  # the backward kernels take float32 maps only
         for terms, meanpool in ((True, False), (False, True), (True, True)):
             for warps, stages in configs:

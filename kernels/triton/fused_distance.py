@@ -59,10 +59,11 @@ import triton.language as tl
 MAX_SAMPLES_PER_LAUNCH = 65535
 """CUDA's limit on grid axis 1, where the sample index runs."""
 
-GPU_BLOCKS = dict(POINTWISE_BLOCK_P=128, CHANNEL_BLOCK=32, STYLE_BLOCK_C=64, STYLE_BLOCK_P=32)
+GPU_BLOCKS = dict(POINTWISE_BLOCK_P=128, CHANNEL_BLOCK=32, STYLE_BLOCK_C=64, STYLE_BLOCK_P=32, DISTS_BLOCK_P=128)
 """Block sizes on a GPU (the work lists are built from them, so they are fixed per mode)."""
-INTERPRETER_BLOCKS = dict(POINTWISE_BLOCK_P=16, CHANNEL_BLOCK=16, STYLE_BLOCK_C=16, STYLE_BLOCK_P=16)
-"""Smaller blocks under TRITON_INTERPRET=1, so small test shapes still span several blocks."""
+INTERPRETER_BLOCKS = dict(POINTWISE_BLOCK_P=16, CHANNEL_BLOCK=16, STYLE_BLOCK_C=16, STYLE_BLOCK_P=16, DISTS_BLOCK_P=64)
+"""Smaller blocks under TRITON_INTERPRET=1, so small test shapes still span several blocks (dists's
+position loop, interpreted, costs per step: 64 positions still give the tests' maps 2 to 7 steps)."""
 
 GPU_WARP_CONFIGS = [triton.Config({}, num_warps=w, num_stages=s) for w in (4, 8) for s in (2, 3)]
 """What the autotuner may pick from (warps and stages only), built without touching a device."""

@@ -141,7 +141,7 @@ def fused_distance_triton(feats: Sequence[Sequence[Tensor]], distances: Sequence
             weights = torch.cat([w.reshape(-1) for w in dists_weights]).to(device=device, dtype=torch.float32)
             K._dists_kernel[(layers, n)](
                 *tab.maps, tab.chan_off, weights, out[DISTANCES.index("dists")], n, layers,
-                COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["POINTWISE_BLOCK_P"],
+                COUNT=count, BLOCK_C=blocks["CHANNEL_BLOCK"], BLOCK_P=blocks["DISTS_BLOCK_P"],
                 **K.LAUNCH_OPTIONS["_dists_kernel"],
             )
     return results
