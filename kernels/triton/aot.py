@@ -79,18 +79,21 @@ def _signatures(element: str) -> Dict[str, Dict[str, str]]:
     }
 
 
-def variants() -> List[Variant]:
-    """Every (kernel, dtype, constexprs, warps, stages) the launcher can produce on a GPU."""
+def variants(all_configs: bool = True) -> List[Variant]:
+    """Every (kernel, dtype, constexprs, warps, stages) the launcher can produce on a GPU; with
+    ``all_configs`` False, one autotuner config per kernel except the style kernel (whose shared
+    memory, checked against the arch's limit, grows with the stages)."""
     b = K.GPU_BLOCKS
     out = []
-    configs = [(c.num_warps, c.num_stages) for c in K.GPU_WARP_CONFIGS]
+    style_configs = [(c.num_warps, c.num_stages) for c in K.GPU_WARP_CONFIGS]
+    configs = style_configs if all_configs else style_configs[:1]
     for element, count in itertools.product(ELEMENTS, (2, 3)):
         for terms, style in ((True, False), (False, True), (True, True)):
             for warps, stages in configs:
                 out.append(Variant("_pointwise_kernel", element,
                                    dict(COUNT=count, WANT_TERMS=terms, WANT_STYLE=style, BLOCK_P=b["POINTWISE_BLOCK_P"],
                                         BLOCK_C=b["CHANNEL_BLOCK"]), warps, stages))
-        for warps, stages in configs:
+        for warps, stages in style_configs:
             out.append(Variant("_style_kernel", element,
                                dict(COUNT=count, BLOCK_C=b["STYLE_BLOCK_C"], BLOCK_P=b["STYLE_BLOCK_P"],
                                     PRECISION=K.STYLE_DOT_PRECISION), warps, stages))
@@ -149,9 +152,11 @@ def _compile_pair(pair) -> Result:
     return compile_variant(*pair)
 
 
-def compile_all(archs=(90, 80), jobs: int = 1, kernels: Optional[List[str]] = None) -> List[Result]:
-    """Every variant for every arch (optionally only ``kernels``), in ``jobs`` processes."""
-    work = [(v, a) for a in archs for v in variants() if kernels is None or v.kernel in kernels]
+def compile_all(archs=(90, 80), jobs: int = 1, kernels: Optional[List[str]] = None,
+                one_config_archs=()) -> List[Result]:
+    """Every variant for every arch (optionally only ``kernels``; for ``one_config_archs`` one autotuner
+    config per kernel, ``variants(all_configs=False)``), in ``jobs`` processes."""
+    work = [(v, a) for a in archs for v in variants(a not in one_config_archs) if kernels is None or v.kernel in kernels]
     if jobs <= 1:
         return [compile_variant(v, a) for v, a in work]
     with ProcessPoolExecutor(jobs) as pool:
@@ -179,13 +184,15 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--arch", type=int, nargs="+", default=[90, 80], help="compute capabilities (default: 90 80)")
     parser.add_argument("--jobs", type=int, default=2, help="compile processes (default: 2)")
+    parser.add_argument("--one-config", type=int, nargs="*", default=[], metavar="ARCH",
+                        help="of --arch, those compiled with one autotuner config per kernel (the style kernel with all)")
     parser.add_argument("--json", type=Path, help="also write the results to this JSON file")
     parser.add_argument("--dump", type=Path, help="also write TTIR and PTX of one variant per kernel and dtype here")
     args = parser.parse_args(argv)
     if os.environ.get("TRITON_INTERPRET") == "1":
         parser.error("unset TRITON_INTERPRET: the interpreter compiles nothing")
     t0 = time.perf_counter()
-    results = compile_all(args.arch, args.jobs)
+    results = compile_all(args.arch, args.jobs, one_config_archs=tuple(args.one_config))
     failed = [r for r in results if r.error]
     width = max(len(r.variant) for r in results)
     print(f"triton {triton.__version__}: {len(results)} compiles for sm_{', sm_'.join(map(str, args.arch))} "
