@@ -13,16 +13,14 @@ tap ``u`` is recovered from it with one per-channel affine map.
 
 from __future__ import annotations
 
-from typing import List
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..preprocess import SCALE, SHIFT
-from .base import SequentialTapTrunk, head_device, init_like_torchvision
-from .lpips_nets import VGG16_CFG, vgg16_classifier
+from .base import SequentialTapTrunk
+from .lpips_nets import vgg16_trunk
 
 L2_POOL_EPS = 1e-12
 """Added under the square root of DISTS's L2 pooling."""
@@ -69,28 +67,15 @@ class UnitImage(nn.Module):
         return torch.addcmul(self.offset, x, self.gain)
 
 
-_L2_POOL_AT = {4: 64, 9: 128, 16: 256, 23: 512}
-"""features index of each max pool DISTS replaces -> its channels (the last pool, 30, is past the taps)."""
+_L2_POOL_AT = (4, 9, 16, 23)
+"""``features`` indices of the max pools DISTS replaces (the last pool, 30, is past the taps)."""
 
 
 def dists_vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
     """DISTS's VGG-16: torchvision's VGG-16 with L2 pooling; taps image, relu1_2 .. relu5_3
     (channels 3, 64, 128, 256, 512, 512). torchvision-style random init (no pretrained weights here)."""
-    layers: List[nn.Module] = []
-    in_ch = 3
-    for v in VGG16_CFG:
-        if v == "M":
-            at = len(layers)
-            layers.append(L2Pooling(_L2_POOL_AT[at]) if at in _L2_POOL_AT else nn.MaxPool2d(kernel_size=2, stride=2))
-        else:
-            layers += [nn.Conv2d(in_ch, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
-            in_ch = int(v)
-    features = nn.Sequential(*layers)
-    init_like_torchvision(features)
-    with head_device(head):
-        classifier = vgg16_classifier(num_classes, dropout)
-    init_like_torchvision(classifier)
-    return SequentialTapTrunk(
-        features, [3, 8, 15, 22, 29], [3, 64, 128, 256, 512, 512], nn.AdaptiveAvgPool2d((7, 7)), classifier, True, head,
-        input_tap=UnitImage(),
-    )
+
+    def pool(index: int, channels: int) -> nn.Module:
+        return L2Pooling(channels) if index in _L2_POOL_AT else nn.MaxPool2d(kernel_size=2, stride=2)
+
+    return vgg16_trunk(num_classes, dropout, head, pool, input_tap=UnitImage())

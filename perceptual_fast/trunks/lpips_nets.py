@@ -13,7 +13,7 @@ parameters the taps never use). The features are initialised identically either 
 
 from __future__ import annotations
 
-from typing import List
+from typing import Callable, List, Optional
 
 import torch
 from torch import Tensor, nn
@@ -70,13 +70,20 @@ def vgg16_classifier(num_classes: int, dropout: float) -> nn.Sequential:
     )
 
 
-def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
-    """torchvision VGG-16 (no batch norm); taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+VGG16_TAPS = [3, 8, 15, 22, 29]
+"""``features`` indices of relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+
+
+def vgg16_trunk(num_classes: int, dropout: float, head: bool, pool: Callable[[int, int], nn.Module],
+                input_tap: Optional[nn.Module] = None) -> SequentialTapTrunk:
+    """torchvision's VGG-16 (no batch norm) tapped at ``VGG16_TAPS``, with ``pool(index, channels)`` making
+    the pool at ``features[index]`` after ``channels`` channels (torchvision: 2x2 max pools), and the
+    optional ``input_tap`` as a first tap. Parameter names and initialisation are torchvision's."""
     layers: List[nn.Module] = []
     in_ch = 3
     for v in VGG16_CFG:
         if v == "M":
-            layers.append(nn.MaxPool2d(kernel_size=2, stride=2))
+            layers.append(pool(len(layers), in_ch))
         else:
             layers += [nn.Conv2d(in_ch, int(v), kernel_size=3, padding=1), nn.ReLU(inplace=True)]
             in_ch = int(v)
@@ -86,9 +93,14 @@ def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> S
     with head_device(head):
         classifier = vgg16_classifier(num_classes, dropout)
     init_like_torchvision(classifier)
-    return SequentialTapTrunk(
-        features, [3, 8, 15, 22, 29], [64, 128, 256, 512, 512], nn.AdaptiveAvgPool2d((7, 7)), classifier, True, head
-    )
+    channels = [3] * (input_tap is not None) + [64, 128, 256, 512, 512]
+    return SequentialTapTrunk(features, VGG16_TAPS, channels, nn.AdaptiveAvgPool2d((7, 7)), classifier, True, head,
+                              input_tap=input_tap)
+
+
+def vgg16(num_classes: int = 1000, dropout: float = 0.5, head: bool = True) -> SequentialTapTrunk:
+    """torchvision VGG-16 (no batch norm); taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3."""
+    return vgg16_trunk(num_classes, dropout, head, lambda index, channels: nn.MaxPool2d(kernel_size=2, stride=2))
 
 
 class Fire(nn.Module):
