@@ -24,34 +24,18 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import unittest.mock
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from common import interleaved, machine_name, photo_crops, write_records  # noqa: E402
+from dists_package import package_dists  # noqa: E402  (the parity test's wiring of the package)
 
 import perceptual_fast as pf  # noqa: E402
 from perceptual_fast.ops.fused_distance import reference  # noqa: E402
 from perceptual_fast.util.tables import format_table  # noqa: E402
-
-
-def package_model(trunk: torch.nn.Module) -> torch.nn.Module:
-    """``DISTS_pytorch.DISTS`` with ``trunk``'s VGG weights (its pretrained download replaced by an untrained
-    VGG-16, then loaded from ours by torchvision index) and its own alpha/beta."""
-    import torchvision
-    from DISTS_pytorch import DISTS_pt
-
-    build = torchvision.models.vgg16
-    with unittest.mock.patch.object(DISTS_pt.models, "vgg16", lambda *a, **k: build(weights=None)):
-        model = DISTS_pt.DISTS(load_weights=False)
-    weights = torch.load(pf.lin.dists_package_weights_file(), weights_only=True)
-    model.alpha.data, model.beta.data = weights["alpha"], weights["beta"]
-    ours = trunk.features.state_dict()
-    model.load_state_dict({k: ours[".".join(k.split(".")[1:])] for k in model.state_dict()
-                           if k.startswith("stage") and not k.endswith(".filter")}, strict=False)
-    return model.eval()
 
 
 def triplets(count: int, side: int) -> dict:
@@ -111,7 +95,7 @@ def main() -> None:
     torch.set_grad_enabled(False)
     machine = machine_name()
     scorer = pf.Scorer("dists_vgg16", weights="random", lin="dists", distances=("dists",), input_range="0,1")
-    model = package_model(scorer.trunk)
+    model = package_dists(scorer.trunk)
     records = [dict(machine=machine, allocator=allocator, **measure(scorer, model, size, args.triplets, args.repeats))
                for size in args.sizes]
     print(f"machine: {machine}\nallocator: {allocator}\ndists_vgg16 (random VGG-16, the package's alpha/beta), "

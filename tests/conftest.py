@@ -1,6 +1,7 @@
 """Shared fixtures: real photos (scikit-image's bundled samples), the `lpips` reference package
 wired to the same random trunk weights, and NaN-poisoned output buffers. This folder is put on
-sys.path (pytest runs in importlib mode) for the helper modules beside this file (scorer_weights.py)."""
+sys.path (pytest runs in importlib mode) for the helper modules beside this file (scorer_weights.py,
+dists_package.py)."""
 
 from __future__ import annotations
 

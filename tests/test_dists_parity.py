@@ -2,15 +2,11 @@
 package's shipped alpha/beta, real photos of several sizes (square and not), distorted, nearly
 identical and identical."""
 
-import sys
-import unittest.mock
-from pathlib import Path
-
 import pytest
 import torch
+from dists_package import package_dists
 
 import perceptual_fast as pf
-from perceptual_fast.lin import dists_package_weights_file
 
 BATCHES = [
     (("astronaut", "coffee", "chelsea"), (64, 64)),
@@ -21,36 +17,10 @@ BATCHES = [
 
 @pytest.fixture
 def dists_like():
-    """``make(trunk_module)``: a `DISTS_pytorch.DISTS` whose VGG-16 has our trunk's weights (its builder
-    asks torchvision for pretrained weights: it is patched to build an untrained VGG-16 instead) and
-    whose alpha/beta are the package's own file, loaded by the package where it installs it."""
-    torchvision = pytest.importorskip("torchvision", exc_type=ModuleNotFoundError)
-    dists_pt = pytest.importorskip("DISTS_pytorch.DISTS_pt", exc_type=ModuleNotFoundError)
-
-    build_vgg16 = torchvision.models.vgg16  # the package's `models` is torchvision.models: keep the original
-
-    def untrained_vgg16(*args, **kwargs):
-        return build_vgg16(weights=None)
-
-    def make(trunk):
-        load_own = Path(sys.prefix, "weights.pt").is_file()  # where the package reads its weights from
-        with unittest.mock.patch.object(dists_pt.models, "vgg16", untrained_vgg16):
-            model = dists_pt.DISTS(load_weights=load_own)
-        if not load_own:  # a non-standard install: the same file, from the package folder
-            weights = torch.load(dists_package_weights_file(), weights_only=True)
-            model.alpha.data, model.beta.data = weights["alpha"], weights["beta"]
-        ours = trunk.features.state_dict()
-        # the package names its modules stageK.<torchvision index>: map by the index
-        mapped = {k: ours[".".join(k.split(".")[1:])] for k in model.state_dict() if k.startswith("stage")
-                  and not k.endswith(".filter")}
-        result = model.load_state_dict(mapped, strict=False)
-        # every parameter of the VGG came from our trunk; only the fixed buffers and alpha/beta did not
-        assert set(result.missing_keys) == {k for k in model.state_dict() if k.endswith(".filter")} | \
-            {"mean", "std", "alpha", "beta"}
-        assert len(mapped) == 26  # 13 convolutions, weight and bias
-        return model.eval()
-
-    return make
+    """``make(trunk_module)``: the package's DISTS with our trunk's weights (``dists_package.package_dists``)."""
+    pytest.importorskip("torchvision", exc_type=ModuleNotFoundError)
+    pytest.importorskip("DISTS_pytorch.DISTS_pt", exc_type=ModuleNotFoundError)
+    return package_dists
 
 
 def _pairs(photos, distorted):

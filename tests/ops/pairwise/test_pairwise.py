@@ -3,6 +3,7 @@ reference applied pair by pair to the same taps."""
 
 import pytest
 import torch
+from scorer_weights import dists_weights
 
 import perceptual_fast as pf
 from perceptual_fast.ops.fused_distance import reference as R
@@ -29,9 +30,7 @@ def sets(photos, distorted):
 def _scorer(name, config, **kwargs):
     """A Scorer of every distance: random lpips weights [C_l] and dists alpha/beta [2, C_l] (summing to 1)."""
     channels = pf.load_trunk(name, weights="random", head=False, **config).tap_channels
-    alpha_beta = [torch.rand(2, c) + 0.1 for c in channels]
-    total = sum(float(w.sum()) for w in alpha_beta)
-    lin = {"lpips": [torch.rand(c) for c in channels], "dists": [w / total for w in alpha_beta]}
+    lin = {"lpips": [torch.rand(c) for c in channels], "dists": dists_weights(channels)}
     return pf.Scorer(name, weights="random", seed=1, trunk_config=config, lin=lin, distances=pf.DISTANCES, **kwargs)
 
 
