@@ -75,7 +75,7 @@ struct Scratch {
   std::vector<double> moments;  // dists: [count][C] sums, [count][C] sums of squares, [count - 1][C] of (a - x)^2
   std::vector<float> inv_norm;  // [count][tile]
   std::vector<float> acc;  // [2 * tile]
-  std::vector<float> channel_acc;  // [C] channels_last: squared differences summed over a tile's positions
+  std::vector<float> channel_acc;  // [count - 1][C] channels_last: squared differences summed over a tile's positions
 };
 
 // Positions per phase-1 tile: about 64 KiB of one map, at least one vector, at most 256.
@@ -151,28 +151,75 @@ void tile_planar(const WorkItem<T>& w, int64_t first, int64_t n, int64_t tile, b
   }
 }
 
+// The sum of a vector's lanes as a pairwise tree: log2(kLanes) vector steps. A reduction loop
+// would leave the final sum to the compiler, which (FP order kept: no -ffast-math) adds the lanes
+// one by one, a chain of kLanes dependent additions per position.
+inline float lane_sum(float (&part)[kLanes]) {
+  for (int width = kLanes / 2; width > 0; width /= 2) {
+#pragma omp simd
+    for (int l = 0; l < width; ++l) part[l] += part[l + width];
+  }
+  return part[0];
+}
+
+// sum_c row[c]^2 of one position's C contiguous channels: lane-wise partial sums, then lane_sum.
+// The order of the additions depends on C only, so equal rows give equal norms wherever they lie.
+template <typename T>
+inline float squared_norm(const T* row, int64_t C) {
+  float part[kLanes] = {};
+  const int64_t whole = C / kLanes * kLanes;
+  for (int64_t c = 0; c < whole; c += kLanes) {
+#pragma omp simd
+    for (int l = 0; l < kLanes; ++l) part[l] += to_float(row[c + l]) * to_float(row[c + l]);
+  }
+  for (int64_t c = whole; c < C; ++c) part[c - whole] += to_float(row[c]) * to_float(row[c]);
+  return lane_sum(part);
+}
+
+// Channels per register block of the channels_last difference loop: 4 vectors per comparison.
+constexpr int64_t kDiffBlock = 4 * kLanes;
+
+// acc[q][c - c0] = sum over the tile's positions of (a ia - x_q ix)^2 for channels [c0, c0 + kDiffBlock)
+// of comparison q < kPairs: the block's accumulators stay in registers across the positions (a
+// per-channel array in memory would put a store-to-load round trip in every addition), and a triplet
+// reads each `a` row once for both comparisons.
+template <int kPairs, typename T>
+inline void squared_differences_block(const WorkItem<T>& w, int64_t first, int64_t n, int64_t c0, const float* inv,
+                                      int64_t tile, float* acc) {
+  const int64_t C = w.channels;
+  float sums[kPairs][kDiffBlock] = {};
+  for (int64_t p = 0; p < n; ++p) {
+    const T* ra = w.maps[0] + (first + p) * C + c0;
+    const float ia = inv[p];
+    for (int q = 0; q < kPairs; ++q) {
+      const T* rx = w.maps[q + 1] + (first + p) * C + c0;
+      const float ix = inv[(q + 1) * tile + p];
+#pragma omp simd
+      for (int64_t l = 0; l < kDiffBlock; ++l) {
+        const float d = to_float(ra[l]) * ia - to_float(rx[l]) * ix;
+        sums[q][l] += d * d;
+      }
+    }
+  }
+  for (int q = 0; q < kPairs; ++q) std::copy(sums[q], sums[q] + kDiffBlock, acc + q * C + c0);
+}
+
 // One tile of channels_last maps (each position's C channels contiguous): the inner loops run
 // over channels, and the style scratch is written in its own (position-major) order.
 //
-// A horizontal sum over the channels costs a shuffle tree per position, so only the channel norms
-// (one per map and position, inherent) take one. Their inverses are then computed in one loop
-// across the tile's positions, keeping the square root and the division out of each position's
-// dependency chain. The spatial / lpips terms need no per-position sum at all: the squared
-// normalised differences are accumulated per channel over the tile's positions, and the channel
-// sums (weighted by lin for lpips) are taken once per tile.
+// Each map's norm at each position is a sum over channels: lane-wise partials and one pairwise
+// lane tree per position (squared_norm). Their inverses are then computed in one loop across the
+// tile's positions, keeping the square root and the division out of each position's dependency
+// chain. The spatial / lpips terms need no per-position sum at all: the squared normalised
+// differences are accumulated per channel over the tile's positions, in registers a block of
+// channels at a time, and the channel sums (weighted by lin for lpips) are taken once per tile.
 template <typename T>
 void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, int64_t tile, bool want_spatial, bool want_lpips,
                       bool want_meanpool, bool want_style, Scratch& s, Phase1Sums& sums) {
   const int64_t C = w.channels, HW = w.positions, c_pad = round_up(C, kChannelPad);
   for (int k = 0; k < w.count; ++k) {
     float* inv = s.inv_norm.data() + k * tile;
-    for (int64_t p = 0; p < n; ++p) {
-      const T* row = w.maps[k] + (first + p) * C;
-      float sq = 0.f;
-#pragma omp simd reduction(+ : sq)
-      for (int64_t c = 0; c < C; ++c) sq += to_float(row[c]) * to_float(row[c]);
-      inv[p] = sq;
-    }
+    for (int64_t p = 0; p < n; ++p) inv[p] = squared_norm(w.maps[k] + (first + p) * C, C);
 #pragma omp simd
     for (int64_t p = 0; p < n; ++p) inv[p] = 1.f / (std::sqrt(inv[p]) + kNormEps);
   }
@@ -201,29 +248,39 @@ void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, int64_t ti
     }
   }
   if (!want_spatial && !want_lpips) return;
-  const float* inv_a = s.inv_norm.data();
+  const float* inv = s.inv_norm.data();
+  float* acc = s.channel_acc.data();  // [count - 1][C] sum over the tile's positions of the squared difference
+  const int64_t blocked = C / kDiffBlock * kDiffBlock;
+  for (int64_t c0 = 0; c0 < blocked; c0 += kDiffBlock) {
+    if (w.count == 3) {
+      squared_differences_block<2>(w, first, n, c0, inv, tile, acc);
+    } else {
+      squared_differences_block<1>(w, first, n, c0, inv, tile, acc);
+    }
+  }
   for (int q = 0; q + 1 < w.count; ++q) {
-    const float* inv_x = s.inv_norm.data() + (q + 1) * tile;
-    float* acc = s.channel_acc.data();  // [C] sum over the tile's positions of the squared difference
-    std::fill(acc, acc + C, 0.f);
-    for (int64_t p = 0; p < n; ++p) {
+    // channels past the last whole block (C not a multiple of kDiffBlock), accumulated in memory
+    float* acc_q = acc + q * C;
+    const float* inv_x = inv + (q + 1) * tile;
+    std::fill(acc_q + blocked, acc_q + C, 0.f);
+    for (int64_t p = 0; p < n && blocked < C; ++p) {
       const T* ra = w.maps[0] + (first + p) * C;
       const T* rx = w.maps[q + 1] + (first + p) * C;
-      const float ia = inv_a[p], ix = inv_x[p];
+      const float ia = inv[p], ix = inv_x[p];
 #pragma omp simd
-      for (int64_t c = 0; c < C; ++c) {
+      for (int64_t c = blocked; c < C; ++c) {
         const float d = to_float(ra[c]) * ia - to_float(rx[c]) * ix;
-        acc[c] += d * d;
+        acc_q[c] += d * d;
       }
     }
     float spatial = 0.f, lpips = 0.f;
     if (want_spatial) {
 #pragma omp simd reduction(+ : spatial)
-      for (int64_t c = 0; c < C; ++c) spatial += acc[c];
+      for (int64_t c = 0; c < C; ++c) spatial += acc_q[c];
     }
     if (want_lpips) {
 #pragma omp simd reduction(+ : lpips)
-      for (int64_t c = 0; c < C; ++c) lpips += w.lin[c] * acc[c];
+      for (int64_t c = 0; c < C; ++c) lpips += w.lin[c] * acc_q[c];
     }
     sums.spatial[q] += spatial;
     sums.lpips[q] += lpips;
@@ -330,7 +387,7 @@ void phase1(const WorkItem<T>& w, bool want_spatial, bool want_lpips, bool want_
   if (want_meanpool) s.channel_sums.assign(static_cast<size_t>(w.count * C), 0.0);
   if (want_style) s.normalised.assign(static_cast<size_t>(w.count * HW * c_pad), 0.f);  // zero padding
   if (want_dists) s.moments.assign(static_cast<size_t>((3 * w.count - 1) * C), 0.0);
-  if (w.channels_last && want_terms) s.channel_acc.resize(static_cast<size_t>(C));
+  if (w.channels_last && want_terms) s.channel_acc.resize(static_cast<size_t>((w.count - 1) * C));
   const bool want_pointwise = want_terms || want_meanpool || want_style;
   Phase1Sums sums;
   for (int64_t first = 0; first < HW; first += tile) {
