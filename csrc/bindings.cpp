@@ -7,11 +7,13 @@
 #include <pybind11/stl.h>
 
 #include <cstdint>
+#include <stdexcept>
 #include <string>
 #include <tuple>
 #include <vector>
 
 #include "csrc/fused_distance.h"
+#include "csrc/scale_images.h"
 #include "kernels/distance_slots.h"
 
 namespace py = pybind11;
@@ -78,6 +80,22 @@ PYBIND11_MODULE(_C, m) {
       "lin, dists, channels_last) per layer (data pointers of NCHW or NHWC maps; c = 0 for a pair; lin: [C] lpips\n"
       "weights, dists: [2, C] DISTS alpha/beta, float32, 0 when not used). distances: bit mask (bit d: DISTANCE_SLOTS[d];\n"
       "1 lpips, 2 spatial, 4 meanpool, 8 style, 16 dists). element: 'float32' or 'bfloat16'. out: float32 [5, count - 1, N, L].");
+
+  m.def(
+      "scale_images_cpu",
+      [](std::uintptr_t x, const std::string& element, std::int64_t images, std::int64_t channels, std::int64_t positions,
+         std::uintptr_t alpha, std::uintptr_t beta, std::uintptr_t out, bool channels_last, int threads) {
+        if (element != "uint8" && element != "float32") throw std::invalid_argument("element must be 'uint8' or 'float32', got '" + element + "'");
+        py::gil_scoped_release release;
+        perceptual_fast::scale_images_cpu(reinterpret_cast<const void*>(x), element == "uint8", images, channels, positions,
+                                          reinterpret_cast<const float*>(alpha), reinterpret_cast<const float*>(beta),
+                                          reinterpret_cast<float*>(out), channels_last, threads);
+      },
+      py::arg("x"), py::arg("element"), py::arg("images"), py::arg("channels"), py::arg("positions"), py::arg("alpha"),
+      py::arg("beta"), py::arg("out"), py::arg("channels_last"), py::arg("threads") = 0,
+      "out = float(x) * alpha[c] + beta[c] in one pass (LPIPS's input scaling). x: contiguous NCHW images, uint8 or\n"
+      "float32 (element); alpha, beta: float32 [channels]; out: float32 [images, channels, positions] (NCHW) or\n"
+      "[images, positions, channels] (channels_last). Bit for bit torch's x.float() * alpha + beta.");
 
   m.def(
       "fused_distance_backward_cpu",

@@ -110,3 +110,37 @@ def test_scaled_batch_is_one_affine_pass_equal_to_unit_range_then_scaling(dtype)
     # float32 too: the float64 copies of float32 images cast back exactly, then the same addcmul runs.
     assert torch.equal(slow.detach(), fast)
     torch.testing.assert_close(slow.detach().double(), want, rtol=tol, atol=tol)  # and independently of `fast`
+
+
+@pytest.mark.parametrize("memory_format", [torch.contiguous_format, torch.channels_last], ids=["nchw", "channels_last"])
+@pytest.mark.parametrize("dtype", [torch.uint8, torch.float32])
+def test_the_one_pass_kernel_equals_torch_bit_for_bit(dtype, memory_format):
+    """csrc/scale_images_cpu.cpp (cast, affine and layout in one pass) against torch's ``x.float() * alpha + beta``:
+    into a NaN-poisoned output, images whose pixel counts leave tails after 4-pixel groups (5x7, 13x29) and
+    span several work items (40x37 = 1480 pixels), and through ``scaled_batch``, against its autograd path."""
+    from perceptual_fast import _C
+
+    g = torch.Generator().manual_seed(3)
+    alpha, beta = torch.rand(3, generator=g) + 0.5, torch.rand(3, generator=g) - 0.5
+    channels_last = memory_format == torch.channels_last
+    for n, h, w in ((1, 5, 7), (3, 13, 29), (2, 40, 37)):
+        x = torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8) if dtype == torch.uint8 else \
+            img(n, 3, h, w, seed=h)
+        out = torch.full((n, 3, h, w), float("nan")).contiguous(memory_format=memory_format)
+        _C.scale_images_cpu(x.data_ptr(), "uint8" if dtype == torch.uint8 else "float32", n, 3, h * w, alpha.data_ptr(),
+                            beta.data_ptr(), out.data_ptr(), channels_last, 2)
+        assert torch.equal(out, x.float() * alpha.view(1, 3, 1, 1) + beta.view(1, 3, 1, 1)), (n, h, w)
+    lo_hi = (0.0, 255.0) if dtype == torch.uint8 else (-1.0, 1.0)
+    batches = [(x, lo_hi) for x in (
+        (torch.randint(0, 256, (k, 3, 40, 37), generator=g, dtype=torch.uint8) if dtype == torch.uint8 else img(k, 3, 40, 37, seed=k))
+        for k in (2, 3))]
+    fast = scaled_batch(batches, torch.float32, torch.device("cpu"), memory_format)
+    assert fast.is_contiguous(memory_format=memory_format)
+    slow = scaled_batch([(x.float().requires_grad_(), r) for x, r in batches], torch.float32, torch.device("cpu"), memory_format)
+    assert torch.equal(fast, slow.detach())
+    # images the kernel does not take (non-contiguous: channels_last input) go through torch, same values
+    strided = scaled_batch([(x.contiguous(memory_format=torch.channels_last), r) for x, r in batches], torch.float32,
+                           torch.device("cpu"), memory_format)
+    assert torch.equal(strided, fast)
+    with pytest.raises(ValueError, match="element must be 'uint8' or 'float32', got 'int8'"):
+        _C.scale_images_cpu(x.data_ptr(), "int8", 1, 3, 4, alpha.data_ptr(), beta.data_ptr(), out.data_ptr(), False)
