@@ -210,34 +210,36 @@ void grad_position_interleaved(const GradItem<T>& g, int64_t p, GradScratch& s) 
   const float* w2 = s.weights.data() + C;
   float inv[3] = {0.f, 0.f, 0.f}, coef[3] = {0.f, 0.f, 0.f};
   if (g.terms) {
-    float sq[3] = {0.f, 0.f, 0.f};
-    for (int k = 0; k < Count; ++k) {
-      const T* row = w.maps[k] + p * C;
-      float t = 0.f;
-#pragma omp simd reduction(+ : t)
-      for (int64_t c = 0; c < C; ++c) t += to_float(row[c]) * to_float(row[c]);
-      sq[k] = t;
-    }
+    // Each per-position sum over channels keeps lane-wise partials and ends in a lane tree
+    // (squared_norm, lane_sum in fused_distance.h): the compiler's strict-order reduction would add
+    // the lanes one by one, Count + Count dependent chains of kLanes additions per position.
     float norm[3];
     for (int k = 0; k < Count; ++k) {
-      norm[k] = std::sqrt(sq[k]);
+      norm[k] = std::sqrt(squared_norm(w.maps[k] + p * C, C));
       inv[k] = 1.f / (norm[k] + kNormEps);
     }
-    float dot0 = 0.f, dot1 = 0.f, dot2 = 0.f;
-#pragma omp simd reduction(+ : dot0, dot1, dot2)
-    for (int64_t c = 0; c < C; ++c) {
+    float part0[kLanes] = {}, part1[kLanes] = {}, part2[kLanes] = {};
+    // channel c's contribution to the dots, into lane l of the partials
+    const auto accumulate = [&](int64_t c, int l) {
       const float y0 = to_float(r0[c]) * inv[0], y1 = to_float(r1[c]) * inv[1];
       const float d1 = w1[c] * (y0 - y1);
       float a0 = d1;
-      dot1 -= d1 * y1;
+      part1[l] -= d1 * y1;
       if (Count == 3) {
         const float y2 = to_float(r2[c]) * inv[2];
         const float d2 = w2[c] * (y0 - y2);
         a0 += d2;
-        dot2 -= d2 * y2;
+        part2[l] -= d2 * y2;
       }
-      dot0 += a0 * y0;
+      part0[l] += a0 * y0;
+    };
+    const int64_t whole = C / kLanes * kLanes;
+    for (int64_t c0 = 0; c0 < whole; c0 += kLanes) {
+#pragma omp simd
+      for (int l = 0; l < kLanes; ++l) accumulate(c0 + l, l);
     }
+    for (int64_t c = whole; c < C; ++c) accumulate(c, static_cast<int>(c - whole));
+    const float dot0 = lane_sum(part0), dot1 = lane_sum(part1), dot2 = Count == 3 ? lane_sum(part2) : 0.f;
     const float dots[3] = {dot0, dot1, dot2};
     for (int k = 0; k < Count; ++k) coef[k] = norm[k] > 0.f ? inv[k] * dots[k] / norm[k] : 0.f;
   }
