@@ -83,19 +83,19 @@ PYBIND11_MODULE(_C, m) {
 
   m.def(
       "scale_images_cpu",
-      [](std::uintptr_t x, const std::string& element, std::int64_t images, std::int64_t channels, std::int64_t positions,
-         std::uintptr_t alpha, std::uintptr_t beta, std::uintptr_t out, bool channels_last, int threads) {
+      [](std::uintptr_t x, const std::string& element, std::int64_t images, std::int64_t positions, std::uintptr_t alpha,
+         std::uintptr_t beta, std::uintptr_t out, bool channels_last, int threads) {
         if (element != "uint8" && element != "float32") throw std::invalid_argument("element must be 'uint8' or 'float32', got '" + element + "'");
         py::gil_scoped_release release;
-        perceptual_fast::scale_images_cpu(reinterpret_cast<const void*>(x), element == "uint8", images, channels, positions,
+        perceptual_fast::scale_images_cpu(reinterpret_cast<const void*>(x), element == "uint8", images, positions,
                                           reinterpret_cast<const float*>(alpha), reinterpret_cast<const float*>(beta),
                                           reinterpret_cast<float*>(out), channels_last, threads);
       },
-      py::arg("x"), py::arg("element"), py::arg("images"), py::arg("channels"), py::arg("positions"), py::arg("alpha"),
-      py::arg("beta"), py::arg("out"), py::arg("channels_last"), py::arg("threads") = 0,
-      "out = float(x) * alpha[c] + beta[c] in one pass (LPIPS's input scaling). x: contiguous NCHW images, uint8 or\n"
-      "float32 (element); alpha, beta: float32 [channels]; out: float32 [images, channels, positions] (NCHW) or\n"
-      "[images, positions, channels] (channels_last). Bit for bit torch's x.float() * alpha + beta.");
+      py::arg("x"), py::arg("element"), py::arg("images"), py::arg("positions"), py::arg("alpha"), py::arg("beta"),
+      py::arg("out"), py::arg("channels_last"), py::arg("threads") = 0,
+      "out = float(x) * alpha[c] + beta[c] in one pass (LPIPS's input scaling). x: contiguous NCHW RGB images, uint8\n"
+      "or float32 (element); alpha, beta: float32 [3]; out: float32 [images, 3, positions] (NCHW) or\n"
+      "[images, positions, 3] (channels_last). Bit for bit torch's x.float() * alpha + beta.");
 
   m.def(
       "fused_distance_backward_cpu",

@@ -63,43 +63,39 @@ void interleave_rgb(const In* in, std::int64_t positions, std::int64_t first, st
 }
 
 template <typename In>
-void scale(const In* x, std::int64_t images, std::int64_t channels, std::int64_t positions, const float* alpha,
-           const float* beta, float* out, bool channels_last, int threads) {
+void scale(const In* x, std::int64_t images, std::int64_t positions, const float* alpha, const float* beta, float* out,
+           bool channels_last, int threads) {
   const std::int64_t blocks = (positions + kPixelBlock - 1) / kPixelBlock;
 #pragma omp parallel for schedule(static) num_threads(threads)
   for (std::int64_t item = 0; item < images * blocks; ++item) {
     const std::int64_t image = item / blocks, first = item % blocks * kPixelBlock;
     const std::int64_t count = std::min(kPixelBlock, positions - first);
-    const In* in = x + image * channels * positions;
-    float* dst = out + image * channels * positions;
-    if (channels_last && channels == 3) {
+    const In* in = x + image * 3 * positions;
+    float* dst = out + image * 3 * positions;
+    if (channels_last) {
       interleave_rgb(in, positions, first, count, alpha, beta, dst);
-    } else if (channels_last) {
-      for (std::int64_t p = first; p < first + count; ++p)
-        for (std::int64_t c = 0; c < channels; ++c)
-          dst[p * channels + c] = static_cast<float>(in[c * positions + p]) * alpha[c] + beta[c];
-    } else {
-      for (std::int64_t c = 0; c < channels; ++c) {
-        const In* row = in + c * positions;
-        float* to = dst + c * positions;
-        const float a = alpha[c], b = beta[c];
+      continue;
+    }
+    for (int c = 0; c < 3; ++c) {
+      const In* row = in + c * positions;
+      float* to = dst + c * positions;
+      const float a = alpha[c], b = beta[c];
 #pragma omp simd
-        for (std::int64_t p = first; p < first + count; ++p) to[p] = static_cast<float>(row[p]) * a + b;
-      }
+      for (std::int64_t p = first; p < first + count; ++p) to[p] = static_cast<float>(row[p]) * a + b;
     }
   }
 }
 
 }  // namespace
 
-void scale_images_cpu(const void* x, bool from_uint8, std::int64_t images, std::int64_t channels, std::int64_t positions,
-                      const float* alpha, const float* beta, float* out, bool channels_last, int threads) {
-  if (images < 0 || channels < 1 || positions < 1) throw std::invalid_argument("scale_images_cpu: empty or negative shape");
+void scale_images_cpu(const void* x, bool from_uint8, std::int64_t images, std::int64_t positions, const float* alpha,
+                      const float* beta, float* out, bool channels_last, int threads) {
+  if (images < 0 || positions < 1) throw std::invalid_argument("scale_images_cpu: empty or negative shape");
   const int n = threads > 0 ? threads : omp_get_max_threads();
   if (from_uint8) {
-    scale(static_cast<const std::uint8_t*>(x), images, channels, positions, alpha, beta, out, channels_last, n);
+    scale(static_cast<const std::uint8_t*>(x), images, positions, alpha, beta, out, channels_last, n);
   } else {
-    scale(static_cast<const float*>(x), images, channels, positions, alpha, beta, out, channels_last, n);
+    scale(static_cast<const float*>(x), images, positions, alpha, beta, out, channels_last, n);
   }
 }
 

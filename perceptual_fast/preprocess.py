@@ -13,6 +13,8 @@ from typing import Optional, Sequence, Tuple, Union
 import torch
 from torch import Tensor
 
+from .ops.fused_distance.extension import load_extension
+
 RangeSpec = Union[None, str, Tuple[float, float]]
 
 _RANGES = {"-1,1": (-1.0, 1.0), "0,1": (0.0, 1.0), "0,255": (0.0, 255.0)}
@@ -127,40 +129,44 @@ def scaled_batch(
     start = 0
     for x, alpha, beta in parts:
         view = out[start : start + x.shape[0]]
-        if _scale_images_in_one_pass(x, alpha, beta, view, memory_format):
-            pass
-        elif memory_format == torch.contiguous_format:
-            view.copy_(x).mul_(alpha).add_(beta)  # a cast copy, then the affine in place
-        else:
-            # the per-channel affine runs on an NCHW copy that is then laid out once: on channels_last
-            # (3 innermost channels) it ran ~5x slower
-            staged = x.to(dtype=dtype, memory_format=torch.contiguous_format, copy=True)
-            view.copy_(staged.mul_(alpha).add_(beta))
+        if not _scale_images_in_one_pass(x, alpha, beta, view, memory_format):
+            _scale_images_with_torch(x, alpha, beta, view, memory_format)
         start += x.shape[0]
     return out
+
+
+def _scale_images_with_torch(x: Tensor, alpha: Tensor, beta: Tensor, out: Tensor, memory_format: torch.memory_format
+                             ) -> None:
+    """``out = x * alpha + beta`` (a multiply, then an add) in torch ops, on any device and dtype."""
+    if memory_format == torch.contiguous_format:
+        out.copy_(x).mul_(alpha).add_(beta)  # a cast copy, then the affine in place
+        return
+    # the per-channel affine runs on an NCHW copy that is then laid out once: on channels_last
+    # (3 innermost channels) it ran ~5x slower
+    staged = x.to(dtype=out.dtype, memory_format=torch.contiguous_format, copy=True)
+    out.copy_(staged.mul_(alpha).add_(beta))
 
 
 def _scale_images_in_one_pass(x: Tensor, alpha: Tensor, beta: Tensor, out: Tensor, memory_format: torch.memory_format
                               ) -> bool:
     """``out = x * alpha + beta`` by the compiled kernel (csrc/scale_images_cpu.cpp) where it applies: CPU,
-    contiguous NCHW uint8 or float32 images into a float32 ``out`` (a batch slice, NCHW or channels_last).
-    One read of ``x`` and one write of ``out``, bit for bit torch's ``x.float() * alpha + beta``; torch's
-    cast, affine and layout copy take four passes (192 uint8 images of 64x64 on 2 cores: 0.8 ms in cache,
-    1.5 ms straight after a trunk pass). Returns False, writing nothing, where it does not apply."""
+    contiguous NCHW RGB uint8 or float32 images into a float32 ``out`` (a batch slice, NCHW or
+    channels_last). One read of ``x`` and one write of ``out``, bit for bit torch's ``x.float() * alpha +
+    beta``; torch's cast, affine and layout copy take four passes (192 uint8 images of 64x64 on 2 cores:
+    0.8 ms in cache, 1.5 ms straight after a trunk pass). Returns False, writing nothing, where it does
+    not apply."""
+    channels_last = memory_format == torch.channels_last
     if (x.device.type != "cpu" or out.dtype != torch.float32 or x.dtype not in (torch.uint8, torch.float32)
-            or not x.is_contiguous() or x.shape[0] == 0):
+            or x.shape[1] != 3 or x.shape[0] == 0 or not x.is_contiguous()
+            or not out.is_contiguous(memory_format=torch.channels_last if channels_last else torch.contiguous_format)):
         return False
-    channels_last = memory_format == torch.channels_last and x.shape[1] > 1
-    if not (out.is_contiguous(memory_format=memory_format) if channels_last else out.is_contiguous()):
+    ext = load_extension()
+    if isinstance(ext, ImportError):
         return False
-    try:
-        from . import _C
-    except ImportError:
-        return False
-    n, c, h, w = x.shape
-    alpha, beta = alpha.reshape(c).contiguous(), beta.reshape(c).contiguous()
-    _C.scale_images_cpu(x.data_ptr(), "uint8" if x.dtype == torch.uint8 else "float32", n, c, h * w, alpha.data_ptr(),
-                        beta.data_ptr(), out.data_ptr(), channels_last, torch.get_num_threads())
+    n, _, h, w = x.shape
+    alpha, beta = alpha.reshape(3).contiguous(), beta.reshape(3).contiguous()
+    ext.scale_images_cpu(x.data_ptr(), "uint8" if x.dtype == torch.uint8 else "float32", n, h * w, alpha.data_ptr(),
+                         beta.data_ptr(), out.data_ptr(), channels_last, torch.get_num_threads())
     return True
 
 

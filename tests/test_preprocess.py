@@ -127,7 +127,7 @@ def test_the_one_pass_kernel_equals_torch_bit_for_bit(dtype, memory_format):
         x = torch.randint(0, 256, (n, 3, h, w), generator=g, dtype=torch.uint8) if dtype == torch.uint8 else \
             img(n, 3, h, w, seed=h)
         out = torch.full((n, 3, h, w), float("nan")).contiguous(memory_format=memory_format)
-        _C.scale_images_cpu(x.data_ptr(), "uint8" if dtype == torch.uint8 else "float32", n, 3, h * w, alpha.data_ptr(),
+        _C.scale_images_cpu(x.data_ptr(), "uint8" if dtype == torch.uint8 else "float32", n, h * w, alpha.data_ptr(),
                             beta.data_ptr(), out.data_ptr(), channels_last, 2)
         assert torch.equal(out, x.float() * alpha.view(1, 3, 1, 1) + beta.view(1, 3, 1, 1)), (n, h, w)
     lo_hi = (0.0, 255.0) if dtype == torch.uint8 else (-1.0, 1.0)
@@ -143,4 +143,4 @@ def test_the_one_pass_kernel_equals_torch_bit_for_bit(dtype, memory_format):
                            torch.device("cpu"), memory_format)
     assert torch.equal(strided, fast)
     with pytest.raises(ValueError, match="element must be 'uint8' or 'float32', got 'int8'"):
-        _C.scale_images_cpu(x.data_ptr(), "int8", 1, 3, 4, alpha.data_ptr(), beta.data_ptr(), out.data_ptr(), False)
+        _C.scale_images_cpu(x.data_ptr(), "int8", 1, 4, alpha.data_ptr(), beta.data_ptr(), out.data_ptr(), False)

@@ -262,15 +262,17 @@ void tile_interleaved(const WorkItem<T>& w, int64_t first, int64_t n, int64_t ti
     // channels past the last whole block (C not a multiple of kDiffBlock), accumulated in memory
     float* acc_q = acc + q * C;
     const float* inv_x = inv + (q + 1) * tile;
-    std::fill(acc_q + blocked, acc_q + C, 0.f);
-    for (int64_t p = 0; p < n && blocked < C; ++p) {
-      const T* ra = w.maps[0] + (first + p) * C;
-      const T* rx = w.maps[q + 1] + (first + p) * C;
-      const float ia = inv[p], ix = inv_x[p];
+    if (blocked < C) {
+      std::fill(acc_q + blocked, acc_q + C, 0.f);
+      for (int64_t p = 0; p < n; ++p) {
+        const T* ra = w.maps[0] + (first + p) * C;
+        const T* rx = w.maps[q + 1] + (first + p) * C;
+        const float ia = inv[p], ix = inv_x[p];
 #pragma omp simd
-      for (int64_t c = blocked; c < C; ++c) {
-        const float d = to_float(ra[c]) * ia - to_float(rx[c]) * ix;
-        acc_q[c] += d * d;
+        for (int64_t c = blocked; c < C; ++c) {
+          const float d = to_float(ra[c]) * ia - to_float(rx[c]) * ix;
+          acc_q[c] += d * d;
+        }
       }
     }
     float spatial = 0.f, lpips = 0.f;
