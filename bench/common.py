@@ -76,10 +76,11 @@ def machine_name() -> str:
 
 
 def write_records(name: str, records: List[Dict[str, object]]) -> None:
-    """Writes ``results/<name>.csv`` and ``results/<name>.json`` (one row / object per record)."""
+    """Writes ``results/<name>.csv`` and ``results/<name>.json`` (one row / object per record; the CSV's
+    columns are every key of any record, in first-seen order, empty where a record lacks one)."""
     RESULTS.mkdir(exist_ok=True)
     with open(RESULTS / f"{name}.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=list(records[0]))
+        writer = csv.DictWriter(f, fieldnames=list(dict.fromkeys(k for r in records for k in r)), restval="")
         writer.writeheader()
         writer.writerows(records)
     (RESULTS / f"{name}.json").write_text(json.dumps(records, indent=2) + "\n")

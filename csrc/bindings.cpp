@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "csrc/fused_distance.h"
+#include "csrc/max_pool2d.h"
 #include "csrc/scale_images.h"
 #include "kernels/distance_slots.h"
 
@@ -96,6 +97,22 @@ PYBIND11_MODULE(_C, m) {
       "out = float(x) * alpha[c] + beta[c] in one pass (LPIPS's input scaling). x: contiguous NCHW RGB images, uint8\n"
       "or float32 (element); alpha, beta: float32 [3]; out: float32 [images, 3, positions] (NCHW) or\n"
       "[images, positions, 3] (channels_last). Bit for bit torch's x.float() * alpha + beta.");
+
+  m.def(
+      "max_pool2d_cpu",
+      [](std::uintptr_t x, std::int64_t images, std::int64_t height, std::int64_t width, std::int64_t channels,
+         const std::vector<std::int64_t>& window, std::uintptr_t out, std::int64_t out_h, std::int64_t out_w, int threads) {
+        if (window.size() != 6) throw std::invalid_argument("window must be (kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w)");
+        const perceptual_fast::PoolWindow w{window[0], window[1], window[2], window[3], window[4], window[5]};
+        py::gil_scoped_release release;
+        perceptual_fast::max_pool2d_cpu(reinterpret_cast<const float*>(x), images, height, width, channels, w,
+                                        reinterpret_cast<float*>(out), out_h, out_w, threads);
+      },
+      py::arg("x"), py::arg("images"), py::arg("height"), py::arg("width"), py::arg("channels"), py::arg("window"),
+      py::arg("out"), py::arg("out_h"), py::arg("out_w"), py::arg("threads") = 0,
+      "Max pooling without indices. x: float32 [images, height, width, channels] (channels_last memory); window:\n"
+      "(kernel_h, kernel_w, stride_h, stride_w, pad_h, pad_w); out: float32 [images, out_h, out_w, channels]. Equal\n"
+      "to torch's max_pool2d values (NaN propagates).");
 
   m.def(
       "fused_distance_backward_cpu",

@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "csrc/fused_distance.h"
+#include "csrc/max_pool2d.h"
 
 namespace perceptual_fast {
 
@@ -19,6 +20,9 @@ namespace perceptual_fast {
   namespace ns {                                                                             \
   void fused_distance_cpu(const FusedArgs& args);                                            \
   void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads); \
+  void max_pool2d_cpu(const float* x, std::int64_t images, std::int64_t height, std::int64_t width,   \
+                      std::int64_t channels, const PoolWindow& window, float* out, std::int64_t out_h,   \
+                      std::int64_t out_w, int threads);                                                 \
   }
 #ifdef PF_HAVE_ISA_x86_64_v2
 PF_DECLARE_VARIANT(isa_x86_64_v2)
@@ -45,6 +49,8 @@ struct Variant {
   bool (*supported)();
   void (*forward)(const FusedArgs&);
   void (*backward)(const FusedArgs&, const std::vector<GradLayerArgs>&);
+  void (*max_pool2d)(const float*, std::int64_t, std::int64_t, std::int64_t, std::int64_t, const PoolWindow&, float*,
+                     std::int64_t, std::int64_t, int);
 };
 
 [[maybe_unused]] bool always() { return true; }  // the portable and native variants need no CPU check
@@ -57,22 +63,22 @@ const std::vector<Variant>& variants() {
   static const std::vector<Variant> all = {
 #ifdef PF_HAVE_ISA_x86_64_v2
       {"x86-64-v2", "SSE4.2 and POPCNT (x86-64-v2)", [] { return __builtin_cpu_supports("x86-64-v2") != 0; }, isa_x86_64_v2::fused_distance_cpu,
-       isa_x86_64_v2::fused_distance_backward_cpu},
+       isa_x86_64_v2::fused_distance_backward_cpu, isa_x86_64_v2::max_pool2d_cpu},
 #endif
 #ifdef PF_HAVE_ISA_avx2
       {"avx2", "AVX2, FMA, BMI2 and F16C (x86-64-v3)", [] { return __builtin_cpu_supports("x86-64-v3") != 0; }, isa_avx2::fused_distance_cpu,
-       isa_avx2::fused_distance_backward_cpu},
+       isa_avx2::fused_distance_backward_cpu, isa_avx2::max_pool2d_cpu},
 #endif
 #ifdef PF_HAVE_ISA_avx512
       {"avx512", "AVX-512 F, BW, CD, DQ and VL (x86-64-v4)", [] { return __builtin_cpu_supports("x86-64-v4") != 0; },
-       isa_avx512::fused_distance_cpu, isa_avx512::fused_distance_backward_cpu},
+       isa_avx512::fused_distance_cpu, isa_avx512::fused_distance_backward_cpu, isa_avx512::max_pool2d_cpu},
 #endif
 #ifdef PF_HAVE_ISA_portable
-      {"portable", "nothing", always, isa_portable::fused_distance_cpu, isa_portable::fused_distance_backward_cpu},
+      {"portable", "nothing", always, isa_portable::fused_distance_cpu, isa_portable::fused_distance_backward_cpu, isa_portable::max_pool2d_cpu},
 #endif
 #ifdef PF_HAVE_ISA_native
       {"native", "the build machine's instruction set (-march=native)", always, isa_native::fused_distance_cpu,
-       isa_native::fused_distance_backward_cpu},
+       isa_native::fused_distance_backward_cpu, isa_native::max_pool2d_cpu},
 #endif
   };
   return all;
@@ -162,6 +168,11 @@ void fused_distance_cpu(const FusedArgs& args) { current().forward(args); }
 
 void fused_distance_backward_cpu(const FusedArgs& args, const std::vector<GradLayerArgs>& grads) {
   current().backward(args, grads);
+}
+
+void max_pool2d_cpu(const float* x, std::int64_t images, std::int64_t height, std::int64_t width, std::int64_t channels,
+                    const PoolWindow& window, float* out, std::int64_t out_h, std::int64_t out_w, int threads) {
+  current().max_pool2d(x, images, height, width, channels, window, out, out_h, out_w, threads);
 }
 
 }  // namespace perceptual_fast

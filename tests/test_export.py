@@ -187,3 +187,16 @@ def test_compile_option_wraps_forward_taps(triplets):
     assert torch._dynamo.utils.counters["frames"]["ok"] >= 1  # dynamo traced the trunk
     for d in want:
         torch.testing.assert_close(got[d], want[d], rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "resnet6"])
+def test_programs_hold_torchs_ops_only(name, tmp_path):
+    """Exported under no_grad on the CPU, where eager inference would fuse ReLUs into oneDNN
+    convolutions and pool without indices (perceptual_fast/ops), the program still holds portable
+    aten ops only: tracing rules those kernels out."""
+    from perceptual_fast.trunks.exported import export_trunk
+
+    program = export_trunk(load_trunk(name, weights="random", head=False), tmp_path / "t.pt2")
+    targets = {str(n.target) for n in program.graph.nodes if n.op == "call_function"}
+    assert not [t for t in targets if "mkldnn" in t or not t.startswith(("aten.", "<built-in"))], targets
+    assert any("conv2d" in t for t in targets) and any("max_pool2d" in t for t in targets)

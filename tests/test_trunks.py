@@ -7,6 +7,8 @@ import torch
 from safetensors.torch import save_file
 
 import perceptual_fast as pf
+from perceptual_fast import _C
+from perceptual_fast.ops.inference import torch_ops_only
 from perceptual_fast.trunks import CheckpointError, load_trunk
 
 TV_BUILDERS = {"alexnet": "alexnet", "vgg16": "vgg16", "squeezenet1_1": "squeezenet1_1"}
@@ -190,3 +192,42 @@ def test_list_trunks_names_every_family():
     assert names[:3] == ["alexnet", "squeezenet1_1", "vgg16"]
     assert [n for n in names if n.startswith("resnet")] == [f"resnet{d}" for d in (6, 18, 34, 50, 101, 152, 200)]
     assert [n for n in names if n.startswith("vit")] == [f"vit_{s}_{p}" for s in "tsbl" for p in (4, 8, 16)]
+
+
+@pytest.mark.parametrize("name,config", [c for c in FAMILY_CASES if not c[0].startswith("vit")], ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
+def test_inference_kernels_give_the_taps_of_torchs_ops(name, config, layout, monkeypatch):
+    """Eager inference runs conv2d_relu and max_pool2d (perceptual_fast/ops); the taps are those of
+    torch's own ops bit for bit on channels_last float32 (up to float32 rounding on NCHW, where torch
+    may pick another convolution algorithm), on an odd size; under autograd the kernels step aside."""
+    calls = {"conv2d_relu": 0, "max_pool2d": 0}
+
+    def spy(op, real):
+        def run(*args):
+            calls[op] += 1
+            return real(*args)
+        return run
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", spy("conv2d_relu", torch.ops.mkldnn._convolution_pointwise))
+    monkeypatch.setattr(_C, "max_pool2d_cpu", spy("max_pool2d", _C.max_pool2d_cpu))
+    trunk = load_trunk(name, weights="random", head=False, **config).to(memory_format=layout)
+    x = torch.randn(3, 3, 67, 53).contiguous(memory_format=layout)
+    with torch.no_grad():
+        got = trunk.forward_taps(x)
+        ran = dict(calls)
+        with torch_ops_only():
+            want = trunk.forward_taps(x)
+    assert calls == ran  # torch_ops_only ran none of them
+    if name != "dists_vgg16":  # its pools are L2 pools, its ReLUs separate from the convs only where tapped
+        pools = {"alexnet": 2, "squeezenet1_1": 3, "vgg16": 4}.get(name, 1)  # those before the last tap
+        assert ran["max_pool2d"] == (pools if layout == torch.channels_last else 0)
+    assert ran["conv2d_relu"] > 0 or name.startswith(("resnet", "dists"))
+    for g, w in zip(got, want, strict=True):
+        assert g.is_contiguous(memory_format=layout) == w.is_contiguous(memory_format=layout)
+        if layout == torch.channels_last:
+            assert torch.equal(g, w)
+        else:
+            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+    x.requires_grad_(True)
+    sum(t.sum() for t in trunk.forward_taps(x)).backward()
+    assert x.grad is not None and bool(torch.isfinite(x.grad).all())

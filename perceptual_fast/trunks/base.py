@@ -7,11 +7,13 @@ match the upstream library (torchvision; timm for ViTs) so its checkpoints load 
 """
 
 import contextlib
-import math
 from typing import Iterator, List, Optional, Tuple
 
 import torch
 from torch import Tensor, nn
+
+from ..ops.conv2d_relu import conv2d_relu
+from ..ops.max_pool2d import max_pool2d, window_output_size
 
 
 class TapTrunk(nn.Module):
@@ -107,6 +109,8 @@ class SequentialTapTrunk(TapTrunk):
     @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
         """x: ``[N, 3, H, W]`` preprocessed images -> the L tap feature maps (stops after the last tap)."""
+        if not torch.jit.is_scripting():
+            return self._eager_forward_taps(x)
         taps: List[Tensor] = []
         if self.input_tap is not None:
             taps.append(self.input_tap(x))
@@ -118,6 +122,33 @@ class SequentialTapTrunk(TapTrunk):
                 x = layer(x)
                 if i in self.tap_after:
                     taps.append(x)
+        return taps
+
+    def _eager_forward_taps(self, x: Tensor) -> List[Tensor]:
+        """``forward_taps`` outside TorchScript, with the inference kernels where they apply.
+
+        A convolution followed by a ReLU, neither of them a tap, runs as one ``conv2d_relu`` (the
+        ReLU fused into the convolution); max pools run ``max_pool2d`` (no argmax indices). Both
+        fall back to torch's ops under autograd, tracing and on other devices, so the taps are
+        those of the scripted loop above in every case.
+        """
+        taps: List[Tensor] = []
+        if self.input_tap is not None:
+            taps.append(self.input_tap(x))
+        layers, last, i = self.features, self.tap_after[-1], 0
+        while i <= last:
+            layer = layers[i]
+            if (isinstance(layer, nn.Conv2d) and i not in self.tap_after and i + 1 < len(layers)
+                    and isinstance(layers[i + 1], nn.ReLU)):
+                x = conv2d_relu(x, layer)
+                i += 1  # the ReLU is done; x is its output
+            elif isinstance(layer, nn.MaxPool2d) and _pair(layer.dilation) == (1, 1) and not layer.return_indices:
+                x = max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
+            else:
+                x = layer(x)
+            if i in self.tap_after:
+                taps.append(x)
+            i += 1
         return taps
 
     def forward(self, x: Tensor) -> Tensor:
@@ -155,17 +186,7 @@ def _spatial_out(layer: nn.Module, h: int, w: int) -> Tuple[int, int]:
     if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) or hasattr(layer, "kernel_size"):
         k, s, p, d = (_pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), _pair(layer.dilation))
         ceil = bool(getattr(layer, "ceil_mode", False))
-        out = []
-        for size, ki, si, pi, di in zip((h, w), k, s, p, d):
-            span = size + 2 * pi - di * (ki - 1) - 1
-            if span < 0:
-                out.append(0)
-                continue
-            o = (math.ceil(span / si) if ceil else span // si) + 1
-            if ceil and (o - 1) * si >= size + pi:  # PyTorch: the last window must start inside the input
-                o -= 1
-            out.append(o)
-        return out[0], out[1]
+        return (window_output_size(h, k[0], s[0], p[0], d[0], ceil), window_output_size(w, k[1], s[1], p[1], d[1], ceil))
     return h, w
 
 

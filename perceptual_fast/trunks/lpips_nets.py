@@ -18,6 +18,7 @@ from typing import Callable, List, Optional
 import torch
 from torch import Tensor, nn
 
+from ..ops.conv2d_relu import conv2d_relu
 from .base import SequentialTapTrunk, head_device, init_like_torchvision
 
 
@@ -116,6 +117,9 @@ class Fire(nn.Module):
         self.expand3x3_activation = nn.ReLU(inplace=True)
 
     def forward(self, x: Tensor) -> Tensor:
+        if not torch.jit.is_scripting():  # eager: each convolution's ReLU fused where it can be (ops.conv2d_relu)
+            x = conv2d_relu(x, self.squeeze)
+            return torch.cat([conv2d_relu(x, self.expand1x1), conv2d_relu(x, self.expand3x3)], 1)
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
 

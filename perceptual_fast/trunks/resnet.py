@@ -25,6 +25,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
+from ..ops.max_pool2d import max_pool2d
 from .base import TapTrunk, head_device
 
 _STAGE_DEPTHS = {
@@ -129,7 +130,11 @@ class ResNet(TapTrunk):
     @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
         """x: ``[N, 3, H, W]`` preprocessed images -> the 4 stage outputs ``[N, C_s, H_s, W_s]``."""
-        x = self.maxpool(self.relu(self.bn1(self.conv1(x))))
+        x = self.relu(self.bn1(self.conv1(x)))
+        if torch.jit.is_scripting():
+            x = self.maxpool(x)
+        else:  # eager: no argmax indices where it can (ops.max_pool2d)
+            x = max_pool2d(x, self.maxpool.kernel_size, self.maxpool.stride, self.maxpool.padding, self.maxpool.ceil_mode)
         t1 = self.layer1(x)
         t2 = self.layer2(t1)
         t3 = self.layer3(t2)
