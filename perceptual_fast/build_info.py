@@ -14,6 +14,7 @@ from typing import Dict, List
 
 import torch
 
+from .ops.conv2d_relu import onednn_missing
 from .util.allocator import allocator_state
 
 
@@ -42,6 +43,7 @@ def build_info() -> Dict[str, object]:
     ``cpu_isa`` (the one in use), ``openmp_threads``, ``cuda_built`` and ``cuda_archs`` (of ``_C``),
     ``cuda_devices`` (what torch sees), ``triton`` (version or None), ``torch``, ``bf16_cpu_fast``
     (oneDNN's bf16 support: bf16 convolutions run natively), ``allocator`` (``util/allocator.py``),
+    ``onednn_conv_relu`` (whether eager CPU inference fuses conv+ReLU, ``ops/conv2d_relu``),
     ``extension_error`` (why ``_C`` is missing, or None)."""
     info: Dict[str, object] = {"cpu": _cpu_model(), "machine": platform.machine(), "torch": torch.__version__,
                                "triton": _triton_version(), "extension_error": None}
@@ -58,6 +60,7 @@ def build_info() -> Dict[str, object]:
         if torch.cuda.is_available() else []
     info["bf16_cpu_fast"] = bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
     info["allocator"] = allocator_state()
+    info["onednn_conv_relu"] = onednn_missing() is None
     return info
 
 
@@ -76,6 +79,9 @@ def format_build_info(info: Dict[str, object]) -> List[str]:
         f"triton         {info['triton'] or 'not installed'}",
         f"torch          {info['torch']}",
         f"allocator      {info['allocator']}",
+        "inference      max pools without argmax indices " + ("(compiled)" if not info["extension_error"] else "(no: _C missing)")
+        + "; conv+ReLU fused by oneDNN " + ("yes" if info["onednn_conv_relu"] else "no (torch's conv2d, then relu_)")
+        + " (eager CPU float32, no grad)",
         "precisions     fp32 everywhere; bf16 " + ("runs natively here (oneDNN bf16)" if info["bf16_cpu_fast"] else
                                                     "on this CPU runs emulated convolutions (slow): use fp32 here"),
     ]

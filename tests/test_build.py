@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 import perceptual_fast as pf
 from perceptual_fast import _C
@@ -66,5 +67,7 @@ def test_build_info_and_the_info_command_report_the_build_and_the_cpu(capsys):
     assert main(["info"]) == 0
     text = capsys.readouterr().out
     assert f"in use         {info['cpu_isa']}" in text and "cpu kernels" in text and "bf16" in text
+    assert info["onednn_conv_relu"] == torch.backends.mkldnn.is_available()
+    assert "inference      max pools without argmax indices (compiled); conv+ReLU fused by oneDNN " in text
     assert main(["info", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["cpu_isa"] == info["cpu_isa"]

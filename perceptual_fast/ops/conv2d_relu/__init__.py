@@ -25,6 +25,15 @@ def conv2d_relu_reference(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
     return torch.relu_(conv(x))
 
 
+def onednn_missing() -> Optional[str]:
+    """Why this torch cannot fuse at all (None: it can; ``perceptual-fast info`` reports it)."""
+    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
+        return "torch has no oneDNN (mkldnn) backend, or it is disabled"
+    if not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
+        return "this torch build has no mkldnn._convolution_pointwise op"
+    return None
+
+
 def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding) -> List[str]:
     """Why oneDNN's fused convolution cannot run this layer (empty list: it can)."""
     tensors = (x, weight) if bias is None else (x, weight, bias)
@@ -33,10 +42,9 @@ def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding) -
         reasons.append("it runs float32 tensors only (bf16 trunks run torch's ops, as autocast casts them)")
     if torch.is_autocast_enabled("cpu"):
         reasons.append("CPU autocast is on (torch's conv2d casts under it; the fused op would not)")
-    if not (torch.backends.mkldnn.is_available() and torch.backends.mkldnn.enabled):
-        reasons.append("torch has no oneDNN (mkldnn) backend, or it is disabled")
-    elif not hasattr(torch.ops.mkldnn, "_convolution_pointwise"):
-        reasons.append("this torch build has no mkldnn._convolution_pointwise op")
+    missing = onednn_missing()
+    if missing:
+        reasons.append(missing)
     if isinstance(padding, str):
         reasons.append(f"padding={padding!r} is a string (numbers only)")
     return reasons
