@@ -14,7 +14,7 @@ struct PoolWindow {
 // (padding never wins, as in torch). x: [images, height, width, channels] (a channels_last NCHW
 // tensor's memory), out: [images, out_h, out_w, channels], both contiguous float32; the caller
 // computes out_h/out_w (ceil_mode included) and guarantees every window overlaps the input. NaN
-// propagates as in torch's kernel. Unlike torch's max_pool2d on CPU, no int64 argmax indices are
+// in the window gives NaN (the quiet +NaN; torch passes on the input NaN itself). Unlike torch's max_pool2d on CPU, no int64 argmax indices are
 // computed or written: they would double the bytes written, and inference never reads them.
 // threads <= 0: OpenMP's default. Runs the ISA variant in use (csrc/cpu_dispatch.cpp).
 void max_pool2d_cpu(const float* x, std::int64_t images, std::int64_t height, std::int64_t width, std::int64_t channels,

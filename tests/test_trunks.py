@@ -194,12 +194,11 @@ def test_list_trunks_names_every_family():
     assert [n for n in names if n.startswith("vit")] == [f"vit_{s}_{p}" for s in "tsbl" for p in (4, 8, 16)]
 
 
-@pytest.mark.parametrize("name,config", [c for c in FAMILY_CASES if not c[0].startswith("vit")], ids=lambda v: v if isinstance(v, str) else "")
-@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
-def test_inference_kernels_give_the_taps_of_torchs_ops(name, config, layout, monkeypatch):
-    """Eager inference runs conv2d_relu and max_pool2d (perceptual_fast/ops); the taps are those of
-    torch's own ops bit for bit on channels_last float32 (up to float32 rounding on NCHW, where torch
-    may pick another convolution algorithm), on an odd size; under autograd the kernels step aside."""
+CONVNETS = [c for c in FAMILY_CASES if not c[0].startswith("vit")]
+
+
+def _count_kernel_calls(monkeypatch):
+    """Counts the calls that reach the inference kernels: oneDNN's fused op and the compiled pool."""
     calls = {"conv2d_relu": 0, "max_pool2d": 0}
 
     def spy(op, real):
@@ -210,24 +209,79 @@ def test_inference_kernels_give_the_taps_of_torchs_ops(name, config, layout, mon
 
     monkeypatch.setattr(torch.ops.mkldnn, "_convolution_pointwise", spy("conv2d_relu", torch.ops.mkldnn._convolution_pointwise))
     monkeypatch.setattr(_C, "max_pool2d_cpu", spy("max_pool2d", _C.max_pool2d_cpu))
+    return calls
+
+
+@pytest.mark.parametrize("name,config", CONVNETS, ids=lambda v: v if isinstance(v, str) else "")
+@pytest.mark.parametrize("layout,threads", [(torch.channels_last, 2), (torch.channels_last, 1), (torch.contiguous_format, 2)],
+                         ids=["channels_last", "channels_last-1thread", "nchw"])
+def test_inference_kernels_give_the_taps_of_torchs_ops(name, config, layout, threads, monkeypatch):
+    """Eager inference runs conv2d_relu and max_pool2d (perceptual_fast/ops) on channels_last batches;
+    the taps are those of torch's own ops bit for bit, on an odd size, at one thread and two; NCHW
+    runs torch's ops; under autograd the kernels step aside."""
+    calls = _count_kernel_calls(monkeypatch)
     trunk = load_trunk(name, weights="random", head=False, **config).to(memory_format=layout)
     x = torch.randn(3, 3, 67, 53).contiguous(memory_format=layout)
-    with torch.no_grad():
-        got = trunk.forward_taps(x)
-        ran = dict(calls)
-        with torch_ops_only():
-            want = trunk.forward_taps(x)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        with torch.no_grad():
+            got = trunk.forward_taps(x)
+            ran = dict(calls)
+            with torch_ops_only():
+                want = trunk.forward_taps(x)
+    finally:
+        torch.set_num_threads(previous)
     assert calls == ran  # torch_ops_only ran none of them
-    if name != "dists_vgg16":  # its pools are L2 pools, its ReLUs separate from the convs only where tapped
-        pools = {"alexnet": 2, "squeezenet1_1": 3, "vgg16": 4}.get(name, 1)  # those before the last tap
-        assert ran["max_pool2d"] == (pools if layout == torch.channels_last else 0)
-    assert ran["conv2d_relu"] > 0 or name.startswith(("resnet", "dists"))
+    fast = layout == torch.channels_last
+    pools = {"alexnet": 2, "squeezenet1_1": 3, "vgg16": 4, "dists_vgg16": 0}.get(name, 1)  # those before the last tap
+    assert ran["max_pool2d"] == (pools if fast else 0)
+    assert (ran["conv2d_relu"] > 0) == (fast and not name.startswith("resnet"))  # ResNets: conv, BN, then ReLU
     for g, w in zip(got, want, strict=True):
         assert g.is_contiguous(memory_format=layout) == w.is_contiguous(memory_format=layout)
-        if layout == torch.channels_last:
-            assert torch.equal(g, w)
-        else:
-            torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-6)
+        assert torch.equal(g, w)
     x.requires_grad_(True)
     sum(t.sum() for t in trunk.forward_taps(x)).backward()
     assert x.grad is not None and bool(torch.isfinite(x.grad).all())
+    assert calls == ran  # under autograd: torch's ops
+
+
+@pytest.mark.parametrize("name", ["squeezenet1_1", "resnet6", "alexnet"])
+def test_transforms_and_hooks_see_torchs_ops(name, monkeypatch):
+    """jit.trace, fx and forward-mode AD record or differentiate torch's ops (a kernel call would be
+    a constant in a traced graph, an unknown to fx, a lost tangent); hooks on the layers still fire."""
+    calls = _count_kernel_calls(monkeypatch)
+    trunk = load_trunk(name, weights="random", head=False).to(memory_format=torch.channels_last)
+    x, other = (torch.randn(2, 3, 64, 64).contiguous(memory_format=torch.channels_last) for _ in range(2))
+    class Taps(torch.nn.Module):  # forward = forward_taps, what jit.trace and fx trace
+        def __init__(self):
+            super().__init__()
+            self.trunk = trunk
+
+        def forward(self, x):
+            return self.trunk.forward_taps(x)
+
+    with torch.no_grad():
+        want = trunk.forward_taps(other)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings
+            traced = torch.jit.trace(Taps(), x)
+            graph = torch.fx.symbolic_trace(Taps())
+        for program in (traced, graph):  # run on another input: nothing of x may be baked in
+            assert all(torch.equal(g, w) for g, w in zip(program(other), want, strict=True))
+    before = dict(calls)
+    with torch.autograd.forward_ad.dual_level():
+        dual = torch.autograd.forward_ad.make_dual(x, torch.ones_like(x))
+        taps = trunk.forward_taps(dual)
+        assert all(torch.autograd.forward_ad.unpack_dual(t).tangent is not None for t in taps)
+    assert calls == before
+    pool = next(m for m in trunk.modules() if isinstance(m, torch.nn.MaxPool2d))
+    conv = [m for m in trunk.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # squeezenet1_1: inside a Fire
+    seen = []
+    handles = [m.register_forward_hook(lambda *_a, m=m: seen.append(type(m).__name__)) for m in (pool, conv)]
+    with torch.no_grad():
+        hooked = trunk.forward_taps(other)
+    for h in handles:
+        h.remove()
+    assert "MaxPool2d" in seen and "Conv2d" in seen
+    assert all(torch.equal(g, w) for g, w in zip(hooked, want, strict=True))

@@ -13,6 +13,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.conv2d_relu import conv2d_relu
+from ..ops.inference import plain
 from ..ops.max_pool2d import max_pool2d, window_output_size
 
 
@@ -127,10 +128,11 @@ class SequentialTapTrunk(TapTrunk):
     def _eager_forward_taps(self, x: Tensor) -> List[Tensor]:
         """``forward_taps`` outside TorchScript, with the inference kernels where they apply.
 
-        A convolution followed by a ReLU, neither of them a tap, runs as one ``conv2d_relu`` (the
-        ReLU fused into the convolution); max pools run ``max_pool2d`` (no argmax indices). Both
-        fall back to torch's ops under autograd, tracing and on other devices, so the taps are
-        those of the scripted loop above in every case.
+        An untapped convolution followed by a ReLU (which may be a tap) runs as one ``conv2d_relu``
+        (the ReLU fused into the convolution); max pools run ``max_pool2d`` (no argmax indices). Only
+        plain modules without hooks are replaced (``ops.inference.plain``), and both ops fall back to
+        torch's under autograd, tracing and on other devices, so the taps are those of the scripted
+        loop above in every case.
         """
         taps: List[Tensor] = []
         if self.input_tap is not None:
@@ -138,11 +140,11 @@ class SequentialTapTrunk(TapTrunk):
         layers, last, i = self.features, self.tap_after[-1], 0
         while i <= last:
             layer = layers[i]
-            if (isinstance(layer, nn.Conv2d) and i not in self.tap_after and i + 1 < len(layers)
-                    and isinstance(layers[i + 1], nn.ReLU)):
+            if (plain(layer, nn.Conv2d) and i not in self.tap_after and i + 1 < len(layers)
+                    and plain(layers[i + 1], nn.ReLU)):
                 x = conv2d_relu(x, layer)
-                i += 1  # the ReLU is done; x is its output
-            elif isinstance(layer, nn.MaxPool2d) and _pair(layer.dilation) == (1, 1) and not layer.return_indices:
+                i += 1  # the ReLU is done; x is its output (a tap if i is one)
+            elif plain(layer, nn.MaxPool2d) and _pair(layer.dilation) == (1, 1) and not layer.return_indices:
                 x = max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
             else:
                 x = layer(x)

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from ..ops.conv2d_relu import conv2d_relu
+from ..ops.inference import plain
 from .base import SequentialTapTrunk, head_device, init_like_torchvision
 
 
@@ -116,10 +117,16 @@ class Fire(nn.Module):
         self.expand3x3 = nn.Conv2d(squeeze, expand3x3, kernel_size=3, padding=1)
         self.expand3x3_activation = nn.ReLU(inplace=True)
 
+    def _plain(self) -> bool:
+        """Whether the convolutions and ReLUs are plain modules without hooks (ops.inference.plain)."""
+        return all(plain(m, nn.Conv2d) for m in (self.squeeze, self.expand1x1, self.expand3x3)) and all(
+            plain(m, nn.ReLU) for m in (self.squeeze_activation, self.expand1x1_activation, self.expand3x3_activation))
+
     def forward(self, x: Tensor) -> Tensor:
-        if not torch.jit.is_scripting():  # eager: each convolution's ReLU fused where it can be (ops.conv2d_relu)
-            x = conv2d_relu(x, self.squeeze)
-            return torch.cat([conv2d_relu(x, self.expand1x1), conv2d_relu(x, self.expand3x3)], 1)
+        if not torch.jit.is_scripting():
+            if self._plain():  # eager: each ReLU fused where it can be (ops.conv2d_relu)
+                x = conv2d_relu(x, self.squeeze)
+                return torch.cat([conv2d_relu(x, self.expand1x1), conv2d_relu(x, self.expand3x3)], 1)
         x = self.squeeze_activation(self.squeeze(x))
         return torch.cat([self.expand1x1_activation(self.expand1x1(x)), self.expand3x3_activation(self.expand3x3(x))], 1)
 

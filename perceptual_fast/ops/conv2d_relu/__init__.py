@@ -4,9 +4,12 @@ torch runs ``relu_(conv2d(x))`` as two passes over the output; an LPIPS trunk do
 per image (squeezenet1_1's Fire modules: 25 convolutions, ~5% of its time in the ReLU passes).
 Backend ``onednn``: oneDNN's convolution with a ReLU post-op (``torch.ops.mkldnn._convolution_pointwise``,
 the op torch's own compiler emits for this pattern on CPU), which applies the ReLU while the output
-is still in registers. It is the same convolution primitive torch's eager CPU ``conv2d`` runs, so
-the values are equal bit for bit where torch uses oneDNN (float32, the trunks' shapes;
-tests/ops/conv2d_relu). The reference ``conv2d_relu_reference`` runs everything else: autograd,
+is still in registers. It runs on channels_last batches of 2 or more, where torch's float32 CPU
+``conv2d`` runs the same oneDNN primitive, so the values are torch's bit for bit (tests/ops/conv2d_relu,
+at one thread and at two). On NCHW maps and single images torch may run a kernel of its own
+(and for unstrided 1x1 convolutions of fewer than 16 images on one thread), whose values differ in
+the last bit; those run the reference.
+The reference ``conv2d_relu_reference`` runs everything else: autograd,
 tracing, autocast, non-float32 dtypes, other devices, torch builds without oneDNN.
 """
 
@@ -34,10 +37,22 @@ def onednn_missing() -> Optional[str]:
     return None
 
 
-def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding) -> List[str]:
+def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding, stride=(1, 1), dilation=(1, 1)
+                   ) -> List[str]:
     """Why oneDNN's fused convolution cannot run this layer (empty list: it can)."""
     tensors = (x, weight) if bias is None else (x, weight, bias)
     reasons = inference_reasons("conv2d_relu", *tensors)
+    if reasons:  # before any shape test (torch.export would add a guard; fx proxies have none)
+        return reasons
+    # Where torch's conv2d may run a kernel of its own instead of oneDNN's, the fused values would
+    # differ from its values in the last bit: NCHW maps, single images, and (torch's rule) unstrided
+    # 1x1 convolutions of fewer than 16 images on one thread.
+    if x.dim() != 4 or x.shape[0] < 2 or not x.is_contiguous(memory_format=torch.channels_last):
+        reasons.append("it takes channels_last batches of 2 or more [N, C, H, W] maps (where torch's conv2d runs oneDNN)")
+    elif (tuple(weight.shape[-2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+          and x.shape[0] < 16 and torch.get_num_threads() == 1):
+        reasons.append("torch's conv2d runs its own kernel for an unstrided 1x1 convolution of fewer than 16 images "
+                       "on one thread")
     if any(t.dtype != torch.float32 for t in tensors):
         reasons.append("it runs float32 tensors only (bf16 trunks run torch's ops, as autocast casts them)")
     if torch.is_autocast_enabled("cpu"):
@@ -53,7 +68,7 @@ def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding) -
 def conv2d_relu(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
     """``relu(conv(x))`` for ``x`` ``[N, C_in, H, W]`` -> ``[N, C_out, H_out, W_out]``: oneDNN's fused
     convolution where ``onednn_reasons`` is empty (a new tensor in ``x``'s layout), else the reference."""
-    if conv.padding_mode != "zeros" or onednn_reasons(x, conv.weight, conv.bias, conv.padding):
+    if conv.padding_mode != "zeros" or onednn_reasons(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation):
         return conv2d_relu_reference(x, conv)
     return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
                                                    conv.groups, "relu", [], "")

@@ -6,13 +6,13 @@ written, for nothing. Here ``cpp`` (csrc/max_pool2d_cpu.cpp) pools channels_last
 one read of the input and one write of the output (squeezenet1_1's three pools of 192 images of
 64x64: bench/inference_layers.py). The reference is ``torch.nn.functional.max_pool2d`` itself,
 which also runs everything the kernel does not take (other layouts and dtypes, CUDA, autograd,
-tracing); the values are equal bit for bit, NaN included (tests/ops/max_pool2d).
+tracing); the values are equal bit for bit, signed zeros included, and NaN where torch gives NaN
+(always the quiet +NaN; torch passes on the input's NaN; tests/ops/max_pool2d).
 """
 
 from __future__ import annotations
 
-import math
-from typing import List, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 import torch
 import torch.nn.functional as F
@@ -21,36 +21,38 @@ from torch import Tensor
 from ..fused_distance.extension import load_extension
 from ..inference import inference_reasons
 
-Size2 = Union[int, Tuple[int, int]]
+Size2 = Union[int, Sequence[int]]
 
 
 def _pair(v: Size2) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
+    """An int or a sequence of one or two ints as (height, width), as torch's pooling reads them."""
+    if isinstance(v, int):
+        return v, v
+    return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
 
 
 def window_output_size(size: int, kernel: int, stride: int, padding: int, dilation: int = 1, ceil_mode: bool = False
                        ) -> int:
     """Output length of a sliding window (convolution or pooling) along one side, as torch computes it.
 
-    Zero or less means the input is too small. With ``ceil_mode`` the last window must start inside
-    the input or its left padding (torch's rule), so no window lies wholly in the right padding.
+    Zero or less means the input is too small. With ``ceil_mode`` the count rounds up, so a window
+    may reach past the input (a 2-wide side still gives one 3-wide window), but the last window must
+    start inside the input or its left padding (torch's rule).
     """
     span = size + 2 * padding - dilation * (kernel - 1) - 1
-    if span < 0:
-        return 0
-    out = (math.ceil(span / stride) if ceil_mode else span // stride) + 1
+    out = (-(-span // stride) if ceil_mode else span // stride) + 1
     if ceil_mode and (out - 1) * stride >= size + padding:
         out -= 1
-    return out
+    return max(out, 0)
 
 
-def max_pool2d_reference(x: Tensor, kernel_size: Size2, stride: Size2, padding: Size2 = 0, ceil_mode: bool = False
-                         ) -> Tensor:
+def max_pool2d_reference(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, padding: Size2 = 0,
+                         ceil_mode: bool = False) -> Tensor:
     """torch's max pooling (dilation 1): ``[N, C, H, W]`` -> ``[N, C, H_out, W_out]``, same dtype."""
     return F.max_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode)
 
 
-def cpp_reasons(x: Tensor, kernel_size: Size2, stride: Size2, padding: Size2) -> List[str]:
+def cpp_reasons(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, padding: Size2 = 0) -> List[str]:
     """Why the compiled kernel cannot pool ``x`` (empty list: it can)."""
     reasons = inference_reasons("max_pool2d", x)
     if reasons:  # before any shape test: under torch.export, each would add a guard to the program
@@ -59,29 +61,37 @@ def cpp_reasons(x: Tensor, kernel_size: Size2, stride: Size2, padding: Size2) ->
         reasons.append(f"it takes float32 maps, not {x.dtype}")
     if x.dim() != 4 or x.numel() == 0 or not x.is_contiguous(memory_format=torch.channels_last):
         reasons.append("it takes non-empty contiguous channels_last [N, C, H, W] maps")
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    if min(_pair(stride)) < 1 or min(kh, kw) < 1 or ph < 0 or pw < 0 or 2 * ph > kh or 2 * pw > kw:
+    try:
+        (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(kernel_size if stride is None else stride), _pair(padding)
+    except (TypeError, ValueError, IndexError):
+        return reasons + ["the window is not an int or a pair of ints (torch's max_pool2d says why)"]
+    if min(sh, sw, kh, kw) < 1 or ph < 0 or pw < 0 or 2 * ph > kh or 2 * pw > kw:
         reasons.append("the window is invalid (torch's max_pool2d says why)")
-    if isinstance(load_extension(), ImportError):
-        reasons.append("the compiled extension perceptual_fast._C is not importable")
+    ext = load_extension()
+    if isinstance(ext, ImportError) or not hasattr(ext, "max_pool2d_cpu"):
+        reasons.append("the compiled extension perceptual_fast._C is not importable or predates max_pool2d_cpu "
+                       "(rebuild it: pip install .)")
     return reasons
 
 
-def max_pool2d(x: Tensor, kernel_size: Size2, stride: Size2, padding: Size2 = 0, ceil_mode: bool = False) -> Tensor:
-    """Max pooling (dilation 1) of ``x`` ``[N, C, H, W]`` -> ``[N, C, H_out, W_out]``, ``x``'s dtype and layout.
+def max_pool2d(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, padding: Size2 = 0,
+               ceil_mode: bool = False) -> Tensor:
+    """Max pooling (dilation 1) of ``x`` ``[N, C, H, W]`` -> ``[N, C, H_out, W_out]``, ``x``'s dtype and layout;
+    ``stride`` None: the kernel size, as in torch.
 
     The compiled kernel where ``cpp_reasons`` is empty, else torch's ``max_pool2d`` (which also
     raises for windows or inputs that do not fit). Equal values either way.
     """
     if cpp_reasons(x, kernel_size, stride, padding):
         return max_pool2d_reference(x, kernel_size, stride, padding, ceil_mode)
-    (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(stride), _pair(padding)
+    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
+    sh, sw = _pair(kernel_size if stride is None else stride)
     n, c, h, w = x.shape
     out_h = window_output_size(h, kh, sh, ph, 1, ceil_mode)
     out_w = window_output_size(w, kw, sw, pw, 1, ceil_mode)
     if out_h < 1 or out_w < 1:
         return max_pool2d_reference(x, kernel_size, stride, padding, ceil_mode)  # torch raises: input too small
-    out = torch.empty((n, c, out_h, out_w), dtype=x.dtype, memory_format=torch.channels_last)
+    out = torch.empty((n, c, out_h, out_w), dtype=x.dtype, device=x.device, memory_format=torch.channels_last)
     load_extension().max_pool2d_cpu(x.data_ptr(), n, h, w, c, [kh, kw, sh, sw, ph, pw], out.data_ptr(), out_h, out_w,
                                     torch.get_num_threads())
     return out

@@ -26,25 +26,34 @@ def make(layer, batch, seed):
     return conv, torch.randn(batch, cin, side, side)
 
 
-@pytest.mark.parametrize("layout", [torch.channels_last, torch.contiguous_format], ids=["channels_last", "nchw"])
+@pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("layer", LAYERS, ids=lambda v: "x".join(map(str, v)))
-def test_fused_equals_torchs_conv_and_relu(layer, layout):
-    conv, x = make(layer, batch=5, seed=sum(layer))
-    conv, x = conv.to(memory_format=layout), x.contiguous(memory_format=layout)
-    assert onednn_reasons(x, conv.weight, conv.bias, conv.padding) == []
-    got = conv2d_relu(x, conv)
-    want = conv2d_relu_reference(x, conv)
-    assert got.is_contiguous(memory_format=layout)
+def test_fused_equals_torchs_conv_and_relu(layer, threads):
+    """Bit for bit on channels_last batches, at one thread too, where torch's conv2d runs a kernel of
+    its own for small unstrided 1x1 convolutions (those then run the reference)."""
+    conv, x = make(layer, batch=3, seed=sum(layer))
+    conv, x = conv.to(memory_format=torch.channels_last), x.contiguous(memory_format=torch.channels_last)
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        reasons = onednn_reasons(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation)
+        torch_own_kernel = layer[2] == 1 and layer[3] == 1 and threads == 1  # torch's rule, mirrored
+        assert (len(reasons) == 1 and "1x1" in reasons[0]) if torch_own_kernel else reasons == []
+        got = conv2d_relu(x, conv)
+        want = conv2d_relu_reference(x, conv)
+    finally:
+        torch.set_num_threads(previous)
+    assert got.is_contiguous(memory_format=torch.channels_last)
     assert bool((want > 0).any()) and bool((want == 0).any())  # both sides of the ReLU occur
-    if layout == torch.channels_last:
-        assert torch.equal(got, want)  # the same oneDNN primitive: bit for bit
-    else:  # torch may pick another algorithm for some NCHW shapes: equal up to float32 rounding
-        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+    assert torch.equal(got, want)
 
 
-@pytest.mark.parametrize("why", ["grad", "float64", "autocast", "torch_ops_only", "dispatch_mode", "padding_mode"])
+@pytest.mark.parametrize("why", ["grad", "float64", "autocast", "torch_ops_only", "dispatch_mode", "padding_mode", "nchw",
+                                 "one_image", "unbatched"])
 def test_everything_else_runs_torchs_ops_with_a_reason(why):
-    conv, x = make(LAYERS[1], batch=3, seed=7)
+    conv, x = make(LAYERS[1], batch=1 if why == "one_image" else 3, seed=7)
+    x = x if why == "nchw" else x.contiguous(memory_format=torch.channels_last)
+    x = x[0] if why == "unbatched" else x
     if why == "grad":
         conv.requires_grad_(True)
     if why == "float64":
@@ -54,7 +63,7 @@ def test_everything_else_runs_torchs_ops_with_a_reason(why):
     ctx = {"autocast": torch.autocast("cpu", dtype=torch.bfloat16), "torch_ops_only": torch_ops_only("conv2d_relu"),
            "dispatch_mode": FlopCounterMode(display=False)}.get(why, torch.enable_grad())
     with ctx:
-        reasons = onednn_reasons(x, conv.weight, conv.bias, conv.padding)
+        reasons = onednn_reasons(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation)
         got = conv2d_relu(x, conv)
         want = conv2d_relu_reference(x, conv)
     assert reasons or why == "padding_mode", why
@@ -67,6 +76,7 @@ def test_everything_else_runs_torchs_ops_with_a_reason(why):
 
 def test_no_oneDNN_is_a_reason(monkeypatch):
     conv, x = make(LAYERS[0], batch=2, seed=8)
+    x = x.contiguous(memory_format=torch.channels_last)
     monkeypatch.setattr(torch.backends.mkldnn, "enabled", False)
-    assert any("oneDNN" in r for r in onednn_reasons(x, conv.weight, conv.bias, conv.padding))
+    assert any("oneDNN" in r for r in onednn_reasons(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation))
     assert torch.equal(conv2d_relu(x, conv), conv2d_relu_reference(x, conv))

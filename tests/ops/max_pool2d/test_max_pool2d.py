@@ -75,11 +75,30 @@ def test_every_variant_gives_torchs_values(variant, case, poisoned):
 
 def test_output_size_is_torchs():
     for size in range(1, 40):
-        for k, s, p in [(3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), (2, 3, 1)]:
+        for k, s, p in [(3, 2, 0), (3, 2, 1), (2, 2, 0), (3, 1, 1), (5, 3, 2), (2, 3, 1), (7, 2, 0)]:
             for ceil in (False, True):
-                want = F.max_pool2d(torch.zeros(1, 1, size, 1), (k, 1), (s, 1), (p, 0), ceil_mode=ceil).shape[2] \
-                    if size + 2 * p >= k else 0
+                try:
+                    want = F.max_pool2d(torch.zeros(1, 1, size, 1), (k, 1), (s, 1), (p, 0), ceil_mode=ceil).shape[2]
+                except RuntimeError:  # torch: "Output size is too small"
+                    want = 0
                 assert window_output_size(size, k, s, p, 1, ceil) == want, (size, k, s, p, ceil)
+    assert window_output_size(2, 3, 2, 0, 1, True) == 1  # a ceil_mode window may reach past a too-small input
+
+
+def test_stride_defaults_to_the_kernel_and_pairs_may_be_one_long():
+    x = awkward_maps(2, 20, 9, 8, seed=3)
+    for args in [(3,), (3, None), ((3,), (2,)), ([2, 3], [1, 2], [1, 1])]:
+        assert_same_values(max_pool2d(x, *args), F.max_pool2d(x, *args))
+        assert cpp_reasons(x, *args) == []
+
+
+def test_another_default_device_does_not_move_the_output():
+    """Under a meta (or CUDA) default device the output still lands beside its CPU input."""
+    x = awkward_maps(2, 20, 9, 8, seed=4)
+    with torch.device("meta"):
+        got = max_pool2d(x, 3, 2)
+    assert got.device.type == "cpu"
+    assert_same_values(got, F.max_pool2d(x, 3, 2))
 
 
 def test_the_kernel_refuses_windows_torch_refuses():
