@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..ops.conv2d_relu import conv2d_relu
 from ..ops.inference import plain
-from ..ops.max_pool2d import max_pool2d, window_output_size
+from ..ops.max_pool2d import max_pool2d_module, window_output_size
 
 
 class TapTrunk(nn.Module):
@@ -144,8 +144,8 @@ class SequentialTapTrunk(TapTrunk):
                     and plain(layers[i + 1], nn.ReLU)):
                 x = conv2d_relu(x, layer)
                 i += 1  # the ReLU is done; x is its output (a tap if i is one)
-            elif plain(layer, nn.MaxPool2d) and _pair(layer.dilation) == (1, 1) and not layer.return_indices:
-                x = max_pool2d(x, layer.kernel_size, layer.stride, layer.padding, layer.ceil_mode)
+            elif isinstance(layer, nn.MaxPool2d):
+                x = max_pool2d_module(layer, x)
             else:
                 x = layer(x)
             if i in self.tap_after:

@@ -25,8 +25,7 @@ from typing import List, Tuple
 import torch
 from torch import Tensor, nn
 
-from ..ops.inference import plain
-from ..ops.max_pool2d import max_pool2d
+from ..ops.max_pool2d import max_pool2d_module
 from .base import TapTrunk, head_device
 
 _STAGE_DEPTHS = {
@@ -128,21 +127,14 @@ class ResNet(TapTrunk):
             self.fc = nn.Linear(inplanes, num_classes)
         self._finish(channels, head)
 
-    def _plain_pool(self) -> bool:
-        """Whether ``ops.max_pool2d`` may stand in for the stem's pool (a plain, hook-free, undilated one)."""
-        pool = self.maxpool
-        return plain(pool, nn.MaxPool2d) and pool.dilation in (1, (1, 1)) and not pool.return_indices
-
     @torch.jit.export
     def forward_taps(self, x: Tensor) -> List[Tensor]:
         """x: ``[N, 3, H, W]`` preprocessed images -> the 4 stage outputs ``[N, C_s, H_s, W_s]``."""
         x = self.relu(self.bn1(self.conv1(x)))
         if torch.jit.is_scripting():
             x = self.maxpool(x)
-        elif self._plain_pool():  # eager: no argmax indices where it can (ops.max_pool2d)
-            x = max_pool2d(x, self.maxpool.kernel_size, self.maxpool.stride, self.maxpool.padding, self.maxpool.ceil_mode)
-        else:
-            x = self.maxpool(x)
+        else:  # eager: no argmax indices where it can (ops.max_pool2d)
+            x = max_pool2d_module(self.maxpool, x)
         t1 = self.layer1(x)
         t2 = self.layer2(t1)
         t3 = self.layer3(t2)

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..fused_distance.extension import load_extension
-from ..inference import inference_reasons
+from ..inference import inference_reasons, plain
 
 Size2 = Union[int, Sequence[int]]
 
@@ -95,3 +95,11 @@ def max_pool2d(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, pa
     load_extension().max_pool2d_cpu(x.data_ptr(), n, h, w, c, [kh, kw, sh, sw, ph, pw], out.data_ptr(), out_h, out_w,
                                     torch.get_num_threads())
     return out
+
+
+def max_pool2d_module(pool: torch.nn.MaxPool2d, x: Tensor) -> Tensor:
+    """``pool(x)`` for a trunk's ``nn.MaxPool2d``: ``max_pool2d`` where the module is plain (no hooks,
+    not a subclass), undilated and returns no indices; else the module itself."""
+    if plain(pool, torch.nn.MaxPool2d) and _pair(pool.dilation) == (1, 1) and not pool.return_indices:
+        return max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
+    return pool(x)
