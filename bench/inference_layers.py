@@ -52,8 +52,8 @@ def pool_inputs(trunk: torch.nn.Module, images: int):
 
 
 def torchvision_trunk(name: str):
+    """bench/pass_size.py's bare torchvision trunk, channels_last, or None without torchvision."""
     try:
-        sys.path.insert(0, str(Path(__file__).parent))
         from pass_size import torchvision_trunk as bare
         return bare(name).eval().to(memory_format=torch.channels_last)
     except ImportError:

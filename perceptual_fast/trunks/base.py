@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from ..ops.conv2d_relu import conv2d_relu
 from ..ops.inference import plain
-from ..ops.max_pool2d import max_pool2d_module, window_output_size
+from ..ops.max_pool2d import as_pair, max_pool2d_module, window_output_size
 
 
 class TapTrunk(nn.Module):
@@ -178,15 +178,11 @@ class SequentialTapTrunk(TapTrunk):
         return shapes
 
 
-def _pair(v) -> Tuple[int, int]:
-    return (v, v) if isinstance(v, int) else (int(v[0]), int(v[1]))
-
-
 def _spatial_out(layer: nn.Module, h: int, w: int) -> Tuple[int, int]:
     """Spatial output size of ``layer`` (conv/pool arithmetic, also for pools that describe their window
     like ``dists_vgg.L2Pooling``); other layers keep it."""
     if isinstance(layer, (nn.Conv2d, nn.MaxPool2d)) or hasattr(layer, "kernel_size"):
-        k, s, p, d = (_pair(layer.kernel_size), _pair(layer.stride), _pair(layer.padding), _pair(layer.dilation))
+        k, s, p, d = (as_pair(layer.kernel_size), as_pair(layer.stride), as_pair(layer.padding), as_pair(layer.dilation))
         ceil = bool(getattr(layer, "ceil_mode", False))
         return (window_output_size(h, k[0], s[0], p[0], d[0], ceil), window_output_size(w, k[1], s[1], p[1], d[1], ceil))
     return h, w

@@ -37,10 +37,9 @@ def onednn_missing() -> Optional[str]:
     return None
 
 
-def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding, stride=(1, 1), dilation=(1, 1)
-                   ) -> List[str]:
-    """Why oneDNN's fused convolution cannot run this layer (empty list: it can)."""
-    tensors = (x, weight) if bias is None else (x, weight, bias)
+def onednn_reasons(x: Tensor, conv: torch.nn.Conv2d) -> List[str]:
+    """Why oneDNN's fused convolution cannot run ``conv`` on ``x`` (empty list: it can)."""
+    tensors = (x, conv.weight) if conv.bias is None else (x, conv.weight, conv.bias)
     reasons = inference_reasons("conv2d_relu", *tensors)
     if reasons:  # before any shape test (torch.export would add a guard; fx proxies have none)
         return reasons
@@ -49,7 +48,7 @@ def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding, s
     # 1x1 convolutions of fewer than 16 images on one thread.
     if x.dim() != 4 or x.shape[0] < 2 or not x.is_contiguous(memory_format=torch.channels_last):
         reasons.append("it takes channels_last batches of 2 or more [N, C, H, W] maps (where torch's conv2d runs oneDNN)")
-    elif (tuple(weight.shape[-2:]) == (1, 1) and tuple(stride) == (1, 1) and tuple(dilation) == (1, 1)
+    elif (tuple(conv.kernel_size) == (1, 1) and tuple(conv.stride) == (1, 1) and tuple(conv.dilation) == (1, 1)
           and x.shape[0] < 16 and torch.get_num_threads() == 1):
         reasons.append("torch's conv2d runs its own kernel for an unstrided 1x1 convolution of fewer than 16 images "
                        "on one thread")
@@ -60,15 +59,17 @@ def onednn_reasons(x: Tensor, weight: Tensor, bias: Optional[Tensor], padding, s
     missing = onednn_missing()
     if missing:
         reasons.append(missing)
-    if isinstance(padding, str):
-        reasons.append(f"padding={padding!r} is a string (numbers only)")
+    if isinstance(conv.padding, str):
+        reasons.append(f"padding={conv.padding!r} is a string (numbers only)")
+    if conv.padding_mode != "zeros":
+        reasons.append(f"padding_mode={conv.padding_mode!r} (zeros only)")
     return reasons
 
 
 def conv2d_relu(x: Tensor, conv: torch.nn.Conv2d) -> Tensor:
     """``relu(conv(x))`` for ``x`` ``[N, C_in, H, W]`` -> ``[N, C_out, H_out, W_out]``: oneDNN's fused
     convolution where ``onednn_reasons`` is empty (a new tensor in ``x``'s layout), else the reference."""
-    if conv.padding_mode != "zeros" or onednn_reasons(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation):
+    if onednn_reasons(x, conv):
         return conv2d_relu_reference(x, conv)
     return torch.ops.mkldnn._convolution_pointwise(x, conv.weight, conv.bias, conv.padding, conv.stride, conv.dilation,
                                                    conv.groups, "relu", [], "")

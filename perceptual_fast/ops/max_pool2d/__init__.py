@@ -24,8 +24,9 @@ from ..inference import inference_reasons, plain
 Size2 = Union[int, Sequence[int]]
 
 
-def _pair(v: Size2) -> Tuple[int, int]:
-    """An int or a sequence of one or two ints as (height, width), as torch's pooling reads them."""
+def as_pair(v: Size2) -> Tuple[int, int]:
+    """An int or a sequence of one or two ints as (height, width), as torch's convolutions and pools read
+    them (also the trunks' shape arithmetic)."""
     if isinstance(v, int):
         return v, v
     return (int(v[0]), int(v[0])) if len(v) == 1 else (int(v[0]), int(v[1]))
@@ -62,7 +63,7 @@ def cpp_reasons(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, p
     if x.dim() != 4 or x.numel() == 0 or not x.is_contiguous(memory_format=torch.channels_last):
         reasons.append("it takes non-empty contiguous channels_last [N, C, H, W] maps")
     try:
-        (kh, kw), (sh, sw), (ph, pw) = _pair(kernel_size), _pair(kernel_size if stride is None else stride), _pair(padding)
+        (kh, kw), (sh, sw), (ph, pw) = as_pair(kernel_size), as_pair(kernel_size if stride is None else stride), as_pair(padding)
     except (TypeError, ValueError, IndexError):
         return reasons + ["the window is not an int or a pair of ints (torch's max_pool2d says why)"]
     if min(sh, sw, kh, kw) < 1 or ph < 0 or pw < 0 or 2 * ph > kh or 2 * pw > kw:
@@ -84,8 +85,8 @@ def max_pool2d(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, pa
     """
     if cpp_reasons(x, kernel_size, stride, padding):
         return max_pool2d_reference(x, kernel_size, stride, padding, ceil_mode)
-    (kh, kw), (ph, pw) = _pair(kernel_size), _pair(padding)
-    sh, sw = _pair(kernel_size if stride is None else stride)
+    (kh, kw), (ph, pw) = as_pair(kernel_size), as_pair(padding)
+    sh, sw = as_pair(kernel_size if stride is None else stride)
     n, c, h, w = x.shape
     out_h = window_output_size(h, kh, sh, ph, 1, ceil_mode)
     out_w = window_output_size(w, kw, sw, pw, 1, ceil_mode)
@@ -100,6 +101,6 @@ def max_pool2d(x: Tensor, kernel_size: Size2, stride: Optional[Size2] = None, pa
 def max_pool2d_module(pool: torch.nn.MaxPool2d, x: Tensor) -> Tensor:
     """``pool(x)`` for a trunk's ``nn.MaxPool2d``: ``max_pool2d`` where the module is plain (no hooks,
     not a subclass), undilated and returns no indices; else the module itself."""
-    if plain(pool, torch.nn.MaxPool2d) and _pair(pool.dilation) == (1, 1) and not pool.return_indices:
+    if plain(pool, torch.nn.MaxPool2d) and as_pair(pool.dilation) == (1, 1) and not pool.return_indices:
         return max_pool2d(x, pool.kernel_size, pool.stride, pool.padding, pool.ceil_mode)
     return pool(x)

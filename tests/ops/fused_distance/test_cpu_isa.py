@@ -19,17 +19,6 @@ VARIANTS = [name for name, _ in _C.cpu_isa_variants()]
 ROOT = Path(__file__).resolve().parents[3]
 
 
-@pytest.fixture(params=VARIANTS)
-def variant(request):
-    """Each compiled variant in turn (skipped, with the CPU's features, where this CPU cannot run it)."""
-    runs = dict(_C.cpu_isa_variants())[request.param]
-    if not runs:
-        pytest.skip(f"this CPU cannot run the {request.param} kernels: {dict(_C.cpu_features())}")
-    previous = _C.set_cpu_isa(request.param)
-    yield request.param
-    _C.set_cpu_isa(previous)
-
-
 @pytest.mark.parametrize("count", [2, 3], ids=["pair", "triplet"])
 @pytest.mark.parametrize("channels_last", [False, True], ids=["nchw", "channels_last"])
 def test_every_variant_this_cpu_runs_equals_the_reference(variant, count, channels_last):

@@ -11,8 +11,6 @@ from perceptual_fast import _C
 from perceptual_fast.ops.inference import torch_ops_only
 from perceptual_fast.ops.max_pool2d import cpp_reasons, max_pool2d, window_output_size
 
-VARIANTS = [name for name, _ in _C.cpu_isa_variants()]
-
 # (channels, height, width, kernel, stride, padding, ceil_mode): the trunks' pools and odd ones, with
 # channel counts that leave tails after the variants' register blocks (16/32/64 channels).
 CASES = [
@@ -46,16 +44,6 @@ def assert_same_values(got, want):
     keep = ~torch.isnan(want)
     assert torch.equal(got[keep], want[keep])
     assert torch.equal(torch.signbit(got[keep]), torch.signbit(want[keep]))  # -0.0 where torch keeps -0.0
-
-
-@pytest.fixture(params=VARIANTS)
-def variant(request):
-    """Each compiled variant in turn (skipped, with the CPU's features, where this CPU cannot run it)."""
-    if not dict(_C.cpu_isa_variants())[request.param]:
-        pytest.skip(f"this CPU cannot run the {request.param} kernels: {dict(_C.cpu_features())}")
-    previous = _C.set_cpu_isa(request.param)
-    yield request.param
-    _C.set_cpu_isa(previous)
 
 
 @pytest.mark.parametrize("case", CASES, ids=lambda c: "c{}_{}x{}_k{}_s{}_p{}_{}".format(*c[:6], "ceil" if c[6] else "floor"))
